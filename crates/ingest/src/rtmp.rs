@@ -1,0 +1,364 @@
+//! The RTMP listener: a thin tokio driver around rml_rtmp's handshake and server session, the
+//! [`FlvDemuxer`] and the [`Hub`].
+//!
+//! Per connection: handshake (with a deadline) → `connect` (app must be `live`) → `publish`
+//! with a key the hub accepts → media. Nothing stream-related is allocated before the publish
+//! is authorized. Any protocol error, a play request, or an unknown key ends the connection
+//! with one log line naming the peer (never the key).
+
+use crate::flv::{FlvDemuxer, FlvEvent};
+use crate::hub::{Hub, Publisher};
+use bytes::Bytes;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
+};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+/// Listener settings.
+#[derive(Debug, Clone)]
+pub struct RtmpConfig {
+    /// The RTMP application publishers connect to (`rtmp://host/live`).
+    pub app: String,
+    /// The whole handshake must finish within this time.
+    pub handshake_timeout: Duration,
+    /// A connection that sends nothing for this long is closed (a publisher sends many
+    /// messages per second; OBS sends acknowledgements even when idle).
+    pub idle_timeout: Duration,
+    /// Connections served at once; further ones are closed at accept.
+    pub max_connections: usize,
+    /// Bytes a connection may send before its publish is accepted.
+    pub max_bytes_before_publish: u64,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        RtmpConfig {
+            app: "live".into(),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            max_bytes_before_publish: 1 << 20,
+        }
+    }
+}
+
+/// Per-stream ingest counters, shared with the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct IngestCounters {
+    pub bytes: AtomicU64,
+    pub video_frames: AtomicU64,
+    pub audio_frames: AtomicU64,
+}
+
+/// Where per-stream counters live; implemented by the origin's metrics.
+pub trait IngestObserver: Send + Sync {
+    fn counters(&self, stream: &media::StreamName) -> Arc<IngestCounters>;
+}
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("handshake: {0}")]
+    Handshake(String),
+    #[error("handshake not finished within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("idle for {0:?}")]
+    Idle(Duration),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("rtmp session: {0}")]
+    Session(String),
+    #[error("refused connect to app {0:?}")]
+    WrongApp(String),
+    #[error("refused publish: unknown stream key")]
+    UnknownKey,
+    #[error("refused play request: playback is HLS only")]
+    Play,
+    #[error("sent {0} bytes without publishing")]
+    TooMuchBeforePublish(u64),
+    #[error("bad media: {0}")]
+    Media(#[from] crate::flv::FlvError),
+    #[error("taken over by a new publisher")]
+    TakenOver,
+}
+
+/// Accepts RTMP connections until `shutdown` fires.
+pub async fn run(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    observer: Arc<dyn IngestObserver>,
+    config: RtmpConfig,
+    shutdown: CancellationToken,
+) {
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let config = Arc::new(config);
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "rtmp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            warn!(%peer, "rtmp connection refused: too many connections");
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let hub = Arc::clone(&hub);
+        let observer = Arc::clone(&observer);
+        let config = Arc::clone(&config);
+        let shutdown = shutdown.clone();
+        let span = tracing::info_span!("rtmp", %peer, stream = tracing::field::Empty, session = tracing::field::Empty);
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                let result = tokio::select! {
+                    r = serve(socket, peer, &hub, observer.as_ref(), &config) => r,
+                    _ = shutdown.cancelled() => Ok(()),
+                };
+                match result {
+                    Ok(()) => info!("rtmp connection closed"),
+                    Err(e) => warn!(error = %e, "rtmp connection ended"),
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn serve(
+    mut socket: TcpStream,
+    peer: SocketAddr,
+    hub: &Arc<Hub>,
+    observer: &dyn IngestObserver,
+    config: &RtmpConfig,
+) -> Result<(), ConnError> {
+    let remaining = tokio::time::timeout(config.handshake_timeout, handshake(&mut socket))
+        .await
+        .map_err(|_| ConnError::HandshakeTimeout(config.handshake_timeout))??;
+
+    let (mut session, initial) = ServerSession::new(ServerSessionConfig::new())
+        .map_err(|e| ConnError::Session(e.to_string()))?;
+    let mut conn = Conn {
+        session: &mut session,
+        out: Vec::new(),
+        publisher: None,
+        demux: FlvDemuxer::default(),
+        counters: None,
+        hub,
+        observer,
+        peer,
+        config,
+        received: 0,
+    };
+    conn.results(initial)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut pending = remaining;
+    let mut cancelled = CancellationToken::new();
+    loop {
+        if !pending.is_empty() {
+            let input = std::mem::take(&mut pending);
+            let step = conn.input(&input);
+            socket.write_all(&conn.out).await?;
+            conn.out.clear();
+            step?;
+            if let Some(p) = &conn.publisher {
+                cancelled = p.cancelled();
+            }
+        }
+        let n = tokio::select! {
+            r = tokio::time::timeout(config.idle_timeout, socket.read(&mut buf)) => {
+                r.map_err(|_| ConnError::Idle(config.idle_timeout))??
+            }
+            _ = cancelled.cancelled() => return Err(ConnError::TakenOver),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+async fn handshake(socket: &mut TcpStream) -> Result<Vec<u8>, ConnError> {
+    let mut hs = Handshake::new(PeerType::Server);
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = socket.read(&mut buf).await?;
+        if n == 0 {
+            return Err(ConnError::Handshake("peer closed during handshake".into()));
+        }
+        match hs
+            .process_bytes(&buf[..n])
+            .map_err(|e| ConnError::Handshake(e.to_string()))?
+        {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                socket.write_all(&response_bytes).await?;
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                socket.write_all(&response_bytes).await?;
+                return Ok(remaining_bytes);
+            }
+        }
+    }
+}
+
+/// The per-connection protocol state: feeds bytes to the session and reacts to its events.
+/// Pure with respect to I/O: outbound bytes collect in `out` for the driver to write.
+struct Conn<'a> {
+    session: &'a mut ServerSession,
+    out: Vec<u8>,
+    publisher: Option<Publisher>,
+    demux: FlvDemuxer,
+    counters: Option<Arc<IngestCounters>>,
+    hub: &'a Arc<Hub>,
+    observer: &'a dyn IngestObserver,
+    peer: SocketAddr,
+    config: &'a RtmpConfig,
+    received: u64,
+}
+
+impl Conn<'_> {
+    fn input(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+        self.received += bytes.len() as u64;
+        match &self.counters {
+            Some(c) => {
+                c.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            }
+            None if self.received > self.config.max_bytes_before_publish => {
+                return Err(ConnError::TooMuchBeforePublish(self.received));
+            }
+            None => {}
+        }
+        let results = self
+            .session
+            .handle_input(bytes)
+            .map_err(|e| ConnError::Session(e.to_string()))?;
+        self.results(results)
+    }
+
+    fn results(&mut self, results: Vec<ServerSessionResult>) -> Result<(), ConnError> {
+        for r in results {
+            match r {
+                ServerSessionResult::OutboundResponse(p) => self.out.extend_from_slice(&p.bytes),
+                ServerSessionResult::RaisedEvent(ev) => self.event(ev)?,
+                ServerSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, ev: ServerSessionEvent) -> Result<(), ConnError> {
+        match ev {
+            ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
+                if app_name.trim_end_matches('/') != self.config.app {
+                    let r = self
+                        .session
+                        .reject_request(request_id, "NetConnection.Connect.Rejected", "unknown application")
+                        .map_err(|e| ConnError::Session(e.to_string()))?;
+                    self.results(r)?;
+                    return Err(ConnError::WrongApp(app_name));
+                }
+                let r = self
+                    .session
+                    .accept_request(request_id)
+                    .map_err(|e| ConnError::Session(e.to_string()))?;
+                self.results(r)?;
+            }
+            ServerSessionEvent::PublishStreamRequested {
+                request_id,
+                stream_key,
+                ..
+            } => {
+                // OBS and ffmpeg may append a query string to the key.
+                let key = stream_key.split('?').next().unwrap_or_default();
+                match self.hub.publish(key, self.peer, "rtmp") {
+                    Ok(p) => {
+                        let span = tracing::Span::current();
+                        span.record("stream", tracing::field::display(p.name()));
+                        span.record("session", tracing::field::display(p.session()));
+                        info!(generation = p.generation(), "publish accepted");
+                        self.counters = Some(self.observer.counters(p.name()));
+                        self.publisher = Some(p);
+                        let r = self
+                            .session
+                            .accept_request(request_id)
+                            .map_err(|e| ConnError::Session(e.to_string()))?;
+                        self.results(r)?;
+                    }
+                    Err(_) => {
+                        let r = self
+                            .session
+                            .reject_request(request_id, "NetStream.Publish.BadName", "unknown stream key")
+                            .map_err(|e| ConnError::Session(e.to_string()))?;
+                        self.results(r)?;
+                        return Err(ConnError::UnknownKey);
+                    }
+                }
+            }
+            ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
+                let r = self
+                    .session
+                    .reject_request(
+                        request_id,
+                        "NetStream.Play.Failed",
+                        "RTMP playback is not offered: play the stream over HLS at /live/{name}/index.m3u8",
+                    )
+                    .map_err(|e| ConnError::Session(e.to_string()))?;
+                self.results(r)?;
+                return Err(ConnError::Play);
+            }
+            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
+                self.media(true, timestamp.value, &data)?;
+            }
+            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
+                self.media(false, timestamp.value, &data)?;
+            }
+            ServerSessionEvent::PublishStreamFinished { .. } => {
+                info!("publisher sent deleteStream/FCUnpublish");
+                self.publisher = None;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn media(&mut self, video: bool, ts: u32, data: &Bytes) -> Result<(), ConnError> {
+        let Some(publisher) = self.publisher.as_mut() else {
+            return Ok(()); // media on a stream that is not publishing: ignore
+        };
+        let ev = if video {
+            self.demux.video(ts, data)?
+        } else {
+            self.demux.audio(ts, data)?
+        };
+        match ev {
+            Some(FlvEvent::Config(c)) => publisher.config(c),
+            Some(FlvEvent::Frame(f)) => {
+                if let Some(c) = &self.counters {
+                    let counter = if video { &c.video_frames } else { &c.audio_frames };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                publisher.frame(f);
+            }
+            None => {}
+        }
+        Ok(())
+    }
+}
