@@ -1,1 +1,135 @@
-fn main() {}
+//! The `ferrocast` binary: `ferrocast serve` runs the origin (RTMP ingest + LL-HLS over HTTP).
+
+mod config;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(name = "ferrocast", version, about = "Low-latency live streaming: RTMP in, LL-HLS out")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the origin: RTMP ingest and LL-HLS over HTTP.
+    Serve {
+        /// TOML config file (see deploy/origin.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// RTMP listen address [default: 0.0.0.0:1935].
+        #[arg(long)]
+        rtmp: Option<String>,
+        /// HTTP listen address [default: 0.0.0.0:8080].
+        #[arg(long)]
+        http: Option<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve { config, rtmp, http } => {
+            let mut cfg = match &config {
+                Some(path) => config::Config::load(path)?,
+                None => config::Config::default(),
+            };
+            if let Some(a) = rtmp {
+                cfg.rtmp = a;
+            }
+            if let Some(a) = http {
+                cfg.http = a;
+            }
+            cfg.validate()?;
+            runtime.block_on(serve(cfg))
+        }
+    }
+}
+
+async fn serve(cfg: config::Config) -> anyhow::Result<()> {
+    let keys = cfg.stream_keys()?;
+    if cfg.streams.is_empty() {
+        tracing::warn!(
+            stream = config::DEV_STREAM,
+            key = config::DEV_KEY,
+            "no [[streams]] configured: accepting the DEVELOPMENT key; anyone who knows it can publish. Configure stream keys for any real use."
+        );
+    }
+    let metrics = Arc::new(origin::metrics::Metrics::default());
+    let streams = origin::Streams::new(cfg.origin_config(), Arc::clone(&metrics));
+    let on_new = {
+        let streams = Arc::clone(&streams);
+        move |new| streams.start(new)
+    };
+    let hub = ingest::Hub::new(keys, cfg.grace_period(), on_new);
+
+    let rtmp = TcpListener::bind(&cfg.rtmp)
+        .await
+        .with_context(|| format!("binding RTMP on {}", cfg.rtmp))?;
+    let http = TcpListener::bind(&cfg.http)
+        .await
+        .with_context(|| format!("binding HTTP on {}", cfg.http))?;
+    let (rtmp_addr, http_addr) = (rtmp.local_addr()?, http.local_addr()?);
+    tracing::info!(%rtmp_addr, %http_addr, "ferrocast origin listening");
+    // One machine-readable line on stdout, for scripts and tests that bind port 0.
+    println!("ferrocast listening rtmp={rtmp_addr} http={http_addr}");
+
+    let shutdown = CancellationToken::new();
+    let rtmp_task = tokio::spawn(ingest::rtmp::run(
+        rtmp,
+        Arc::clone(&hub),
+        metrics.clone() as Arc<dyn ingest::rtmp::IngestObserver>,
+        cfg.rtmp_config(),
+        shutdown.clone(),
+    ));
+    let state = origin::http::AppState {
+        streams: Arc::clone(&streams),
+        hub: Arc::clone(&hub),
+    };
+    let http_task = tokio::spawn(origin::http::run(http, state, shutdown.clone()));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let _ = rtmp_task.await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), http_task).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

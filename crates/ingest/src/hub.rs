@@ -25,6 +25,8 @@ pub const STREAM_QUEUE: usize = 512;
 pub struct StreamEvent {
     /// The publisher generation this event belongs to.
     pub generation: u64,
+    /// When ingest handed the event over (for ingest-to-servable latency).
+    pub at: std::time::Instant,
     pub kind: StreamEventKind,
 }
 
@@ -269,6 +271,7 @@ impl Publisher {
         }
         let ev = StreamEvent {
             generation: self.generation,
+            at: std::time::Instant::now(),
             kind: StreamEventKind::Frame(frame),
         };
         if self.tx.try_send(ev).is_err() {
@@ -280,6 +283,7 @@ impl Publisher {
     fn send_control(&self, kind: StreamEventKind) {
         let ev = StreamEvent {
             generation: self.generation,
+            at: std::time::Instant::now(),
             kind,
         };
         if let Err(mpsc::error::TrySendError::Full(ev)) = self.tx.try_send(ev) {

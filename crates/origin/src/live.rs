@@ -1,0 +1,242 @@
+//! Live streams at the origin: one task per stream runs the packager over the hub's events and
+//! publishes into each rendition's [`LiveWindow`]; HTTP handlers read the windows and wait on
+//! their `watch` channels. No lock is held across an `.await`.
+
+use crate::metrics::Metrics;
+use crate::packager::{Packaged, Packager, PackagerConfig};
+use crate::window::{Change, LiveWindow};
+use ingest::NewStream;
+use media::{SessionId, StreamName};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+/// Origin packaging settings (fixed for the life of each stream).
+#[derive(Debug, Clone)]
+pub struct OriginConfig {
+    pub part_target: Duration,
+    /// Smallest EXT-X-TARGETDURATION (seconds); the first GOP can raise it.
+    pub min_target_duration: u32,
+    /// Complete segments kept (and listed) per rendition.
+    pub window_segments: usize,
+    /// How long an ended stream's playlists (with ENDLIST) stay available.
+    pub ended_linger: Duration,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        OriginConfig {
+            part_target: Duration::from_millis(333),
+            min_target_duration: 2,
+            window_segments: 6,
+            ended_linger: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the multivariant playlist says about a rendition, measured from the stream.
+#[derive(Debug, Clone, Default)]
+pub struct TrackInfo {
+    pub codecs: String,
+    pub width: u32,
+    pub height: u32,
+    pub frame_rate: f64,
+}
+
+/// One rendition's window and its change notifications.
+#[derive(Debug)]
+pub struct Rendition {
+    pub id: String,
+    pub window: Mutex<LiveWindow>,
+    /// Bumped when playlists change (part/segment complete, end).
+    pub position: watch::Sender<u64>,
+    /// Bumped on any change, including bytes appended to the part being written.
+    pub bytes: watch::Sender<u64>,
+    pub info: Mutex<TrackInfo>,
+}
+
+impl Rendition {
+    fn new(id: &str, window: LiveWindow) -> Rendition {
+        Rendition {
+            id: id.to_owned(),
+            window: Mutex::new(window),
+            position: watch::channel(0).0,
+            bytes: watch::channel(0).0,
+            info: Mutex::new(TrackInfo::default()),
+        }
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, LiveWindow> {
+        self.window.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn notify(&self, change: Change) {
+        match change {
+            Change::None => {}
+            Change::Bytes => self.bytes.send_modify(|v| *v += 1),
+            Change::Position => {
+                self.bytes.send_modify(|v| *v += 1);
+                self.position.send_modify(|v| *v += 1);
+            }
+        }
+    }
+}
+
+/// A stream as the origin serves it.
+#[derive(Debug)]
+pub struct LiveStream {
+    pub name: StreamName,
+    pub session: SessionId,
+    pub renditions: Vec<Arc<Rendition>>,
+    pub started: SystemTime,
+}
+
+impl LiveStream {
+    pub fn rendition(&self, id: &str) -> Option<&Arc<Rendition>> {
+        self.renditions.iter().find(|r| r.id == id)
+    }
+}
+
+/// All streams the origin serves, by public name.
+#[derive(Debug)]
+pub struct Streams {
+    pub config: OriginConfig,
+    pub metrics: Arc<Metrics>,
+    map: RwLock<HashMap<StreamName, Arc<LiveStream>>>,
+}
+
+impl Streams {
+    pub fn new(config: OriginConfig, metrics: Arc<Metrics>) -> Arc<Streams> {
+        Arc::new(Streams {
+            config,
+            metrics,
+            map: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<LiveStream>> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, s)| Arc::clone(s))
+    }
+
+    pub fn all(&self) -> Vec<Arc<LiveStream>> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = map.values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Starts packaging a stream the hub created. Call from within the tokio runtime.
+    pub fn start(self: &Arc<Self>, new: NewStream) {
+        // MSNs start from the wall clock in seconds, so a new session of the same stream name
+        // never reuses an earlier session's part and segment URLs (which caches keep).
+        let first_msn = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let window = LiveWindow::new(
+            first_msn,
+            self.config.window_segments,
+            self.config.part_target.as_secs_f64(),
+        );
+        let stream = Arc::new(LiveStream {
+            name: new.name.clone(),
+            session: new.session,
+            renditions: vec![Arc::new(Rendition::new("source", window))],
+            started: SystemTime::now(),
+        });
+        {
+            let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+            map.insert(new.name.clone(), Arc::clone(&stream));
+        }
+        let streams = Arc::clone(self);
+        let span = tracing::info_span!(parent: None, "stream", stream = %new.name, session = %new.session);
+        tokio::spawn(
+            async move {
+                tracing::info!("packaging started");
+                run_packager(&streams, &stream, new).await;
+                tracing::info!("stream ended: playlists have ENDLIST");
+                tokio::time::sleep(streams.config.ended_linger).await;
+                let mut map = streams.map.write().unwrap_or_else(|e| e.into_inner());
+                if map.get(&stream.name).is_some_and(|s| Arc::ptr_eq(s, &stream)) {
+                    map.remove(&stream.name);
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn run_packager(streams: &Streams, stream: &LiveStream, mut new: NewStream) {
+    let cfg = PackagerConfig::new(streams.config.part_target, streams.config.min_target_duration);
+    let mut packager = Packager::new(cfg);
+    let rendition = &stream.renditions[0];
+    let metrics = &streams.metrics;
+    // Arrival instants of the video frames in the part being written.
+    let mut arrivals: Vec<Instant> = Vec::new();
+    while let Some(ev) = new.events.recv().await {
+        if let ingest::StreamEventKind::PublisherStarted { peer, protocol } = &ev.kind {
+            tracing::info!(%peer, protocol, generation = ev.generation, "publisher started");
+        }
+        let is_video = matches!(&ev.kind, ingest::StreamEventKind::Frame(f) if f.track == media::Track::Video);
+        let out = packager.push(ev.generation, &ev.kind, SystemTime::now());
+        if out.is_empty() {
+            continue;
+        }
+        let mut change = Change::None;
+        let mut closed_parts = 0;
+        {
+            let mut w = rendition.lock();
+            for p in out {
+                match &p {
+                    Packaged::Chunk(_) if is_video => arrivals.push(ev.at),
+                    Packaged::PartEnd { .. } => closed_parts += 1,
+                    Packaged::Init { config, .. } => {
+                        let mut info = rendition.info.lock().unwrap_or_else(|e| e.into_inner());
+                        info.codecs = match &config.audio {
+                            Some(a) => format!("{},{}", config.video.codec_string(), a.codec_string()),
+                            None => config.video.codec_string(),
+                        };
+                        info.width = config.video.info.width;
+                        info.height = config.video.info.height;
+                    }
+                    _ => {}
+                }
+                change = change.max_with(w.apply(p));
+            }
+        }
+        rendition.notify(change);
+        if closed_parts > 0 {
+            let now = Instant::now();
+            if let Some(last) = arrivals.last() {
+                metrics.part_publish_delay.observe(now - *last);
+            }
+            for a in arrivals.drain(..) {
+                metrics.ingest_to_servable.observe(now - a);
+            }
+            let mut info = rendition.info.lock().unwrap_or_else(|e| e.into_inner());
+            info.frame_rate = media::VIDEO_TIMESCALE as f64 / packager.frame_duration() as f64;
+        }
+    }
+    let out = packager.finish();
+    let mut w = rendition.lock();
+    for p in out {
+        w.apply(p);
+    }
+    w.end();
+    drop(w);
+    rendition.notify(Change::Position);
+}
+
+impl Change {
+    fn max_with(self, other: Change) -> Change {
+        match (self, other) {
+            (Change::Position, _) | (_, Change::Position) => Change::Position,
+            (Change::Bytes, _) | (_, Change::Bytes) => Change::Bytes,
+            _ => Change::None,
+        }
+    }
+}

@@ -1,0 +1,650 @@
+//! Frames → CMAF chunks, parts and segments for one rendition. Pure: frames and the wall clock
+//! go in, [`Packaged`] events come out.
+//!
+//! Buffering rule: every video frame is emitted at once as its own CMAF chunk (`moof`+`mdat`),
+//! together with the audio that arrived since the previous video frame; so a part being written
+//! can be streamed to viewers frame by frame. Audio is held at most until the next video frame
+//! (or until the part or the publisher ends).
+//!
+//! Cutting rules (all in the 90 kHz output timeline):
+//! - A segment starts at a video keyframe once the current one is at least half the configured
+//!   target duration long; it is force-cut (without a keyframe) only if it would otherwise exceed
+//!   the advertised `EXT-X-TARGETDURATION` when rounded.
+//! - A part ends *as soon as its last frame arrives*: after each frame the packager predicts
+//!   whether the next frame would overflow `PART-TARGET` (or is the next expected keyframe) and,
+//!   if so, closes the part right away with the last sample's duration estimated from the frame
+//!   cadence. So a part's publish delay does not include waiting for the next frame.
+//! - Parts are therefore ≤ PART-TARGET, and all but the last of a segment are as long as whole
+//!   frames allow (≥ 85 % of PART-TARGET at common frame rates).
+//!
+//! Timeline: output timestamps start at 0 and stay continuous across publisher reconnects and
+//! takeovers (each new publisher is rebased at its first keyframe to where the previous one
+//! ended); a reconnect or codec change marks the next segment as a discontinuity.
+
+use crate::fmp4::{self, InitConfig, Sample, TrackRun, AUDIO_TRACK_ID, VIDEO_TRACK_ID};
+use bytes::Bytes;
+use ingest::StreamEventKind;
+use media::{AacConfig, AvcConfig, CodecConfig, Frame, Track, VIDEO_TIMESCALE};
+use std::time::{Duration, SystemTime};
+
+const TICKS: i64 = VIDEO_TIMESCALE as i64;
+
+/// Fixed per stream.
+#[derive(Debug, Clone, Copy)]
+pub struct PackagerConfig {
+    /// PART-TARGET in 90 kHz ticks.
+    pub part_target: i64,
+    /// The smallest EXT-X-TARGETDURATION advertised (seconds); raised to the first GOP's
+    /// rounded length if that is longer.
+    pub min_target_duration: u32,
+}
+
+impl PackagerConfig {
+    pub fn new(part_target: Duration, min_target_duration: u32) -> Self {
+        PackagerConfig {
+            part_target: (part_target.as_secs_f64() * TICKS as f64).round() as i64,
+            min_target_duration: min_target_duration.max(1),
+        }
+    }
+}
+
+/// What the packager produced, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Packaged {
+    /// A new init segment version (the first, or after a codec change).
+    Init { version: u32, bytes: Bytes, config: InitConfig },
+    /// The first segment closed: EXT-X-TARGETDURATION is now fixed for the stream.
+    TargetDuration(u32),
+    SegmentStart {
+        discontinuity: bool,
+        init_version: u32,
+        program_date_time: SystemTime,
+        /// 90 kHz output timestamp of the segment's first video frame.
+        start: i64,
+    },
+    PartStart { independent: bool },
+    /// Bytes appended to the current part.
+    Chunk(Bytes),
+    /// Duration in 90 kHz ticks.
+    PartEnd { duration: i64 },
+    /// Duration in 90 kHz ticks (the sum of its parts).
+    SegmentEnd { duration: i64 },
+}
+
+#[derive(Debug)]
+struct SegState {
+    start: i64,
+    parts_total: i64,
+}
+
+#[derive(Debug)]
+struct PartState {
+    start: i64,
+}
+
+/// The packager for one rendition. See the module docs for its rules.
+#[derive(Debug)]
+pub struct Packager {
+    cfg: PackagerConfig,
+    video: Option<AvcConfig>,
+    audio: Option<AacConfig>,
+    init: Option<InitConfig>,
+    init_version: u32,
+    generation: u64,
+    /// Added to source video DTS (None: waiting for this generation's first keyframe).
+    offset: Option<i64>,
+    audio_offset: i64,
+    /// End of the output timeline so far (90 kHz); where the next generation starts.
+    timeline_end: i64,
+    audio_end: Option<i64>,
+    pending_discontinuity: bool,
+    any_segment: bool,
+    generation_wall: (SystemTime, i64),
+    seg: Option<SegState>,
+    part: Option<PartState>,
+    pending_audio: Vec<Sample>,
+    pending_audio_start: i64,
+    est: i64,
+    /// Recent DTS steps; their mean is `est` (a 30-step window averages out RTMP's
+    /// millisecond rounding exactly at 30 fps: 33, 33, 34 ms → 3000 ticks).
+    steps: std::collections::VecDeque<i64>,
+    last_video: Option<i64>,
+    last_keyframe: Option<i64>,
+    gop: Option<i64>,
+    sequence: u32,
+    target_duration: Option<u32>,
+    out: Vec<Packaged>,
+}
+
+impl Packager {
+    pub fn new(cfg: PackagerConfig) -> Packager {
+        Packager {
+            cfg,
+            video: None,
+            audio: None,
+            init: None,
+            init_version: 0,
+            generation: 0,
+            offset: None,
+            audio_offset: 0,
+            timeline_end: 0,
+            audio_end: None,
+            pending_discontinuity: false,
+            any_segment: false,
+            generation_wall: (SystemTime::UNIX_EPOCH, 0),
+            seg: None,
+            part: None,
+            pending_audio: Vec::new(),
+            pending_audio_start: 0,
+            est: TICKS / 30,
+            steps: std::collections::VecDeque::with_capacity(30),
+            last_video: None,
+            last_keyframe: None,
+            gop: None,
+            sequence: 0,
+            target_duration: None,
+            out: Vec::new(),
+        }
+    }
+
+    pub fn target_duration(&self) -> Option<u32> {
+        self.target_duration
+    }
+
+    pub fn video_config(&self) -> Option<&AvcConfig> {
+        self.video.as_ref()
+    }
+
+    pub fn audio_config(&self) -> Option<&AacConfig> {
+        self.audio.as_ref()
+    }
+
+    /// Estimated video frame duration (90 kHz ticks).
+    pub fn frame_duration(&self) -> i64 {
+        self.est
+    }
+
+    /// Feeds one hub event (of any generation: stale ones are ignored).
+    pub fn push(&mut self, generation: u64, event: &StreamEventKind, now: SystemTime) -> Vec<Packaged> {
+        if generation < self.generation {
+            return Vec::new();
+        }
+        match event {
+            StreamEventKind::PublisherStarted { .. } => {
+                if generation > self.generation {
+                    self.end_generation();
+                    self.generation = generation;
+                }
+            }
+            StreamEventKind::PublisherGone => {
+                if generation == self.generation {
+                    self.end_generation();
+                }
+            }
+            StreamEventKind::Config(CodecConfig::Avc(c)) => {
+                if self.video.as_ref() != Some(c) {
+                    self.video = Some(c.clone());
+                    self.config_changed();
+                }
+            }
+            StreamEventKind::Config(CodecConfig::Aac(c)) => {
+                if self.audio.as_ref() != Some(c) {
+                    self.audio = Some(c.clone());
+                    self.config_changed();
+                }
+            }
+            StreamEventKind::Frame(f) if generation == self.generation => match f.track {
+                Track::Video => self.video_frame(f, now),
+                Track::Audio => self.audio_frame(f),
+            },
+            StreamEventKind::Frame(_) => {}
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// The stream ended: closes the open part and segment.
+    pub fn finish(&mut self) -> Vec<Packaged> {
+        self.end_generation();
+        std::mem::take(&mut self.out)
+    }
+
+    fn config_changed(&mut self) {
+        if self.init.is_some() && self.offset.is_some() {
+            // Mid-stream codec change: the next keyframe starts a new segment with a new init.
+            self.end_generation();
+        }
+    }
+
+    fn end_generation(&mut self) {
+        if self.part.is_some() {
+            self.flush_audio();
+            let end = self.last_video.map_or(self.timeline_end, |d| d + self.est);
+            self.close_part(end);
+        }
+        if let Some(seg) = self.seg.take() {
+            self.out.push(Packaged::SegmentEnd {
+                duration: seg.parts_total,
+            });
+        }
+        if self.offset.take().is_some() {
+            let video_end = self.last_video.map_or(0, |d| d + self.est);
+            self.timeline_end = self.timeline_end.max(video_end);
+            if self.any_segment {
+                self.pending_discontinuity = true;
+            }
+        }
+        self.last_video = None;
+        self.last_keyframe = None;
+        self.gop = None;
+    }
+
+    fn max_segment(&self) -> i64 {
+        // A segment must round to at most EXT-X-TARGETDURATION.
+        let td = i64::from(self.target_duration.unwrap_or(10));
+        td * TICKS + TICKS / 2 - 1
+    }
+
+    fn min_segment(&self) -> i64 {
+        i64::from(self.cfg.min_target_duration) * TICKS / 2
+    }
+
+    fn video_frame(&mut self, f: &Frame, now: SystemTime) {
+        let Some(video_cfg) = self.video.clone() else {
+            return;
+        };
+        let offset = match self.offset {
+            Some(o) => o,
+            None => {
+                if !f.keyframe {
+                    return; // wait for a keyframe to (re)start
+                }
+                let o = self.timeline_end - f.dts;
+                self.offset = Some(o);
+                if let Some(a) = &self.audio {
+                    self.audio_offset = o * i64::from(a.sample_rate) / TICKS;
+                }
+                self.generation_wall = (now, self.timeline_end);
+                let config = InitConfig {
+                    video: video_cfg,
+                    audio: self.audio.clone(),
+                };
+                if self.init.as_ref() != Some(&config) {
+                    if self.init.is_some() {
+                        self.init_version += 1;
+                        self.pending_discontinuity = true;
+                    }
+                    self.out.push(Packaged::Init {
+                        version: self.init_version,
+                        bytes: fmp4::init_segment(&config),
+                        config: config.clone(),
+                    });
+                    self.init = Some(config);
+                }
+                o
+            }
+        };
+        let mut d = f.dts + offset;
+        let pts = f.pts + offset;
+        if let Some(last) = self.last_video {
+            if d <= last {
+                d = last + 1; // never step back
+            } else {
+                let delta = d - last;
+                if delta <= TICKS {
+                    if self.steps.len() == 30 {
+                        self.steps.pop_front();
+                    }
+                    self.steps.push_back(delta);
+                    let n = self.steps.len() as i64;
+                    self.est = ((self.steps.iter().sum::<i64>() + n / 2) / n).max(1);
+                }
+            }
+        }
+        self.last_video = Some(d);
+
+        match &self.seg {
+            None => self.start_segment(d, now),
+            Some(seg) => {
+                let dur = d - seg.start;
+                if f.keyframe && dur >= self.min_segment() {
+                    self.cut_segment(d, now);
+                } else if dur + self.est > self.max_segment() {
+                    tracing::warn!(
+                        segment_secs = dur as f64 / TICKS as f64,
+                        "no keyframe within the target duration: segment cut without one"
+                    );
+                    self.cut_segment(d, now);
+                } else if let Some(p) = &self.part {
+                    if d + self.est - p.start > self.cfg.part_target {
+                        self.flush_audio();
+                        self.close_part(d);
+                    }
+                }
+            }
+        }
+        if self.part.is_none() {
+            self.part = Some(PartState { start: d });
+            self.out.push(Packaged::PartStart {
+                independent: f.keyframe,
+            });
+        }
+        let sample = Sample {
+            duration: self.est as u32,
+            composition_offset: (pts - d).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+            keyframe: f.keyframe,
+            data: f.data.clone(),
+        };
+        self.emit_chunk(Some((d, sample)));
+
+        if f.keyframe {
+            if let Some(k) = self.last_keyframe {
+                self.gop = Some(d - k);
+            }
+            self.last_keyframe = Some(d);
+        }
+        // Close the part now if the next frame cannot belong to it.
+        let next = d + self.est;
+        let part_start = self.part.as_ref().map_or(d, |p| p.start);
+        let next_overflows = next + self.est - part_start > self.cfg.part_target;
+        let next_is_keyframe = match (self.gop, self.last_keyframe, &self.seg) {
+            (Some(gop), Some(k), Some(seg)) => {
+                (next - (k + gop)).abs() < self.est / 2 && next - seg.start >= self.min_segment()
+            }
+            _ => false,
+        };
+        if next_overflows || next_is_keyframe {
+            self.close_part(next);
+        }
+    }
+
+    fn audio_frame(&mut self, f: &Frame) {
+        let Some(cfg) = &self.audio else {
+            return;
+        };
+        if self.offset.is_none() || self.part.is_none() && self.seg.is_none() {
+            return; // before the generation's first keyframe
+        }
+        let frame = i64::from(cfg.samples_per_frame());
+        let mut d = f.dts + self.audio_offset;
+        if let Some(end) = self.audio_end {
+            if d < end - frame / 2 {
+                return; // overlaps what was already sent
+            }
+            if d < end + frame / 2 {
+                d = end; // rounding jitter: stay contiguous
+            }
+        }
+        if d < 0 {
+            return;
+        }
+        if !self.pending_audio.is_empty() {
+            let pending_end = self.pending_audio_start + frame * self.pending_audio.len() as i64;
+            if d != pending_end {
+                self.flush_audio();
+            }
+        }
+        if self.pending_audio.is_empty() {
+            self.pending_audio_start = d;
+        }
+        self.pending_audio.push(Sample {
+            duration: frame as u32,
+            composition_offset: 0,
+            keyframe: true,
+            data: f.data.clone(),
+        });
+        self.audio_end = Some(d + frame);
+    }
+
+    fn flush_audio(&mut self) {
+        if !self.pending_audio.is_empty() && self.part.is_some() {
+            self.emit_chunk(None);
+        }
+    }
+
+    fn emit_chunk(&mut self, video: Option<(i64, Sample)>) {
+        let audio = std::mem::take(&mut self.pending_audio);
+        let video_samples: Vec<Sample> = video.iter().map(|(_, s)| s.clone()).collect();
+        let mut runs = Vec::with_capacity(2);
+        if let Some((d, _)) = &video {
+            runs.push(TrackRun {
+                track_id: VIDEO_TRACK_ID,
+                base_decode_time: (*d).max(0) as u64,
+                samples: &video_samples,
+            });
+        }
+        if !audio.is_empty() {
+            runs.push(TrackRun {
+                track_id: AUDIO_TRACK_ID,
+                base_decode_time: self.pending_audio_start.max(0) as u64,
+                samples: &audio,
+            });
+        }
+        if runs.is_empty() {
+            return;
+        }
+        self.sequence = self.sequence.wrapping_add(1);
+        self.out.push(Packaged::Chunk(fmp4::chunk(self.sequence, &runs)));
+    }
+
+    fn close_part(&mut self, end: i64) {
+        if let Some(p) = self.part.take() {
+            let duration = (end - p.start).max(1);
+            if let Some(seg) = &mut self.seg {
+                seg.parts_total += duration;
+            }
+            self.out.push(Packaged::PartEnd { duration });
+        }
+    }
+
+    fn cut_segment(&mut self, d: i64, now: SystemTime) {
+        self.flush_audio();
+        self.close_part(d);
+        if let Some(seg) = self.seg.take() {
+            if self.target_duration.is_none() {
+                let secs = (seg.parts_total as f64 / TICKS as f64).round() as u32;
+                let td = secs.max(self.cfg.min_target_duration);
+                self.target_duration = Some(td);
+                self.out.push(Packaged::TargetDuration(td));
+            }
+            self.out.push(Packaged::SegmentEnd {
+                duration: seg.parts_total,
+            });
+        }
+        self.start_segment(d, now);
+    }
+
+    fn start_segment(&mut self, d: i64, now: SystemTime) {
+        let _ = now;
+        let (wall, at) = self.generation_wall;
+        let since = Duration::from_nanos(((d - at).max(0) as u64).saturating_mul(1_000_000_000 / TICKS as u64));
+        self.seg = Some(SegState {
+            start: d,
+            parts_total: 0,
+        });
+        self.out.push(Packaged::SegmentStart {
+            discontinuity: std::mem::take(&mut self.pending_discontinuity),
+            init_version: self.init_version,
+            program_date_time: wall + since,
+            start: d,
+        });
+        self.any_segment = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ingest::StreamEventKind as K;
+
+    pub(crate) fn avc() -> AvcConfig {
+        AvcConfig::parse(Bytes::from_static(include_bytes!(
+            "../../media/testdata/avcc_720p_high.bin"
+        )))
+        .unwrap()
+    }
+
+    pub(crate) fn aac() -> AacConfig {
+        AacConfig::parse(Bytes::from_static(&[0x11, 0x90])).unwrap()
+    }
+
+    fn video(ms: i64, key: bool) -> K {
+        K::Frame(Frame {
+            track: Track::Video,
+            dts: ms * 90,
+            pts: ms * 90 + 6000,
+            keyframe: key,
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+        })
+    }
+
+    fn audio(samples: i64) -> K {
+        K::Frame(Frame {
+            track: Track::Audio,
+            dts: samples,
+            pts: samples,
+            keyframe: true,
+            data: Bytes::from_static(&[0x21, 0x00]),
+        })
+    }
+
+    fn start(p: &mut Packager, generation: u64) -> Vec<Packaged> {
+        let mut out = p.push(
+            generation,
+            &K::PublisherStarted {
+                peer: "127.0.0.1:1".parse().unwrap(),
+                protocol: "rtmp",
+            },
+            SystemTime::UNIX_EPOCH,
+        );
+        out.extend(p.push(generation, &K::Config(CodecConfig::Avc(avc())), SystemTime::UNIX_EPOCH));
+        out.extend(p.push(generation, &K::Config(CodecConfig::Aac(aac())), SystemTime::UNIX_EPOCH));
+        out
+    }
+
+    /// Feeds `secs` of 30 fps video (GOP 2 s, RTMP-style millisecond timestamps) with 48 kHz
+    /// audio, starting at `t0_ms`.
+    fn feed(p: &mut Packager, generation: u64, t0_ms: i64, secs: i64) -> Vec<Packaged> {
+        let mut out = Vec::new();
+        let frames = secs * 30;
+        let mut next_audio = 0i64;
+        for i in 0..frames {
+            let ms = t0_ms + i * 1000 / 30;
+            while next_audio * 1000 / 48_000 <= i * 1000 / 30 {
+                let a = t0_ms * 48 + next_audio;
+                out.extend(p.push(generation, &audio(a), SystemTime::UNIX_EPOCH));
+                next_audio += 1024;
+            }
+            out.extend(p.push(generation, &video(ms, i % 60 == 0), SystemTime::UNIX_EPOCH));
+        }
+        out
+    }
+
+    fn parts(out: &[Packaged]) -> Vec<i64> {
+        out.iter()
+            .filter_map(|e| match e {
+                Packaged::PartEnd { duration } => Some(*duration),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parts_respect_part_target_and_segments_follow_gop() {
+        let mut p = Packager::new(PackagerConfig::new(Duration::from_millis(333), 2));
+        let mut out = start(&mut p, 1);
+        out.extend(feed(&mut p, 1, 0, 10));
+        let target = p.cfg.part_target;
+        let mut in_segment = Vec::new();
+        let mut segments = 0;
+        for e in &out {
+            match e {
+                Packaged::PartEnd { duration } => in_segment.push(*duration),
+                Packaged::SegmentEnd { duration } => {
+                    segments += 1;
+                    assert_eq!(*duration, in_segment.iter().sum::<i64>());
+                    assert!((*duration - 2 * TICKS).abs() < TICKS / 50, "segment {duration}");
+                    let (last, rest) = in_segment.split_last().unwrap();
+                    assert!(*last <= target);
+                    for d in rest {
+                        assert!(*d <= target, "part {d} > {target}");
+                        assert!(*d * 100 >= target * 85, "part {d} < 85% of {target}");
+                    }
+                    in_segment.clear();
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(segments, 4);
+        assert_eq!(p.target_duration(), Some(2));
+        assert!(out.iter().any(|e| matches!(e, Packaged::Init { version: 0, .. })));
+        // Once the GOP is known, the part that ends a segment is closed when its last frame
+        // arrives: the keyframe that follows finds no open part.
+        let seg_start = out
+            .iter()
+            .rposition(|e| matches!(e, Packaged::SegmentStart { .. }))
+            .unwrap();
+        assert!(matches!(out[seg_start - 1], Packaged::SegmentEnd { .. }));
+        assert!(matches!(out[seg_start - 2], Packaged::PartEnd { .. }));
+        assert!(matches!(out[seg_start - 3], Packaged::Chunk(_)));
+        assert!(!parts(&out).is_empty());
+    }
+
+    #[test]
+    fn reconnect_continues_timeline_with_discontinuity() {
+        let mut p = Packager::new(PackagerConfig::new(Duration::from_millis(333), 2));
+        start(&mut p, 1);
+        feed(&mut p, 1, 0, 4);
+        let out = p.push(1, &K::PublisherGone, SystemTime::UNIX_EPOCH);
+        assert!(matches!(out.last(), Some(Packaged::SegmentEnd { .. })));
+        let end = p.timeline_end;
+        assert!((end - 4 * TICKS).abs() < TICKS / 20);
+        // A stale frame from the old generation is ignored after the new one starts.
+        let mut out = start(&mut p, 2);
+        out.extend(p.push(1, &video(5000, true), SystemTime::UNIX_EPOCH));
+        assert!(out.iter().all(|e| !matches!(e, Packaged::Chunk(_))));
+        // The new publisher's clock starts anywhere: output continues where it ended.
+        let out = feed(&mut p, 2, 777_000, 2);
+        match out.iter().find(|e| matches!(e, Packaged::SegmentStart { .. })) {
+            Some(Packaged::SegmentStart {
+                discontinuity,
+                start,
+                init_version,
+                ..
+            }) => {
+                assert!(*discontinuity);
+                assert_eq!(*start, end);
+                assert_eq!(*init_version, 0, "same codec config, same init");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn waits_for_keyframe_and_config() {
+        let mut p = Packager::new(PackagerConfig::new(Duration::from_millis(333), 2));
+        assert!(p.push(1, &video(0, true), SystemTime::UNIX_EPOCH).is_empty(), "no config yet");
+        start(&mut p, 1);
+        assert!(p.push(1, &video(33, false), SystemTime::UNIX_EPOCH).is_empty());
+        assert!(p.push(1, &audio(0), SystemTime::UNIX_EPOCH).is_empty());
+        let out = p.push(1, &video(66, true), SystemTime::UNIX_EPOCH);
+        assert!(matches!(out[0], Packaged::Init { .. }));
+        assert!(matches!(out[1], Packaged::SegmentStart { start: 0, .. }));
+        assert!(matches!(out[2], Packaged::PartStart { independent: true }));
+    }
+
+    #[test]
+    fn codec_change_gets_new_init_and_discontinuity() {
+        let mut p = Packager::new(PackagerConfig::new(Duration::from_millis(333), 2));
+        start(&mut p, 1);
+        feed(&mut p, 1, 0, 3);
+        let other = AvcConfig::parse(Bytes::from_static(include_bytes!(
+            "../../media/testdata/avcc_180p_high.bin"
+        )))
+        .unwrap();
+        let out = p.push(1, &K::Config(CodecConfig::Avc(other)), SystemTime::UNIX_EPOCH);
+        assert!(matches!(out.last(), Some(Packaged::SegmentEnd { .. })));
+        let out = p.push(1, &video(3100, true), SystemTime::UNIX_EPOCH);
+        assert!(matches!(out[0], Packaged::Init { version: 1, .. }));
+        assert!(matches!(out[1], Packaged::SegmentStart { discontinuity: true, init_version: 1, .. }));
+    }
+}

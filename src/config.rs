@@ -1,0 +1,182 @@
+//! `ferrocast serve` configuration: TOML, unknown keys refused, defaults documented here and in
+//! the README, checked by `validate()` after parsing and after command-line overrides.
+
+use anyhow::{bail, Context};
+use media::{StreamKey, StreamName};
+use serde::Deserialize;
+use std::path::Path;
+use std::time::Duration;
+
+/// The stream name and key accepted when no `[[streams]]` are configured (development only).
+pub const DEV_STREAM: &str = "demo";
+pub const DEV_KEY: &str = "ferrocast-dev-key";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// RTMP listen address.
+    pub rtmp: String,
+    /// HTTP listen address.
+    pub http: String,
+    /// Seconds a stream stays live after its publisher drops (a reconnect within it continues
+    /// the same playlists).
+    pub grace_period: f64,
+    /// LL-HLS PART-TARGET in seconds.
+    pub part_target: f64,
+    /// Smallest EXT-X-TARGETDURATION in seconds (raised to the source GOP if longer).
+    pub target_duration: u32,
+    /// Complete segments kept in memory and listed per rendition.
+    pub window_segments: usize,
+    /// Seconds an RTMP handshake may take.
+    pub rtmp_handshake_timeout: f64,
+    /// Seconds of silence after which an RTMP connection is closed.
+    pub rtmp_idle_timeout: f64,
+    /// Seconds an ended stream's playlists (with EXT-X-ENDLIST) stay available.
+    pub ended_linger: f64,
+    pub streams: Vec<StreamConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Public name: playback at `/live/{name}/index.m3u8`.
+    pub name: String,
+    /// Secret publish key (the RTMP stream key).
+    pub key: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            rtmp: "0.0.0.0:1935".into(),
+            http: "0.0.0.0:8080".into(),
+            grace_period: 10.0,
+            part_target: 0.333,
+            target_duration: 2,
+            window_segments: 6,
+            rtmp_handshake_timeout: 10.0,
+            rtmp_idle_timeout: 10.0,
+            ended_linger: 60.0,
+            streams: Vec::new(),
+        }
+    }
+}
+
+fn secs(v: f64) -> Duration {
+    Duration::from_secs_f64(v)
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if !(0.1..=2.0).contains(&self.part_target) {
+            bail!("part_target must be between 0.1 and 2.0 seconds");
+        }
+        if !(1..=10).contains(&self.target_duration) {
+            bail!("target_duration must be between 1 and 10 seconds");
+        }
+        if self.part_target * 2.0 > f64::from(self.target_duration) {
+            bail!("part_target must be at most half of target_duration");
+        }
+        if !(2..=100).contains(&self.window_segments) {
+            bail!("window_segments must be between 2 and 100");
+        }
+        for (what, v) in [
+            ("grace_period", self.grace_period),
+            ("rtmp_handshake_timeout", self.rtmp_handshake_timeout),
+            ("rtmp_idle_timeout", self.rtmp_idle_timeout),
+            ("ended_linger", self.ended_linger),
+        ] {
+            if !(0.0..=86_400.0).contains(&v) {
+                bail!("{what} must be between 0 and 86400 seconds");
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut keys = std::collections::HashSet::new();
+        for s in &self.streams {
+            if StreamName::new(&s.name).is_none() {
+                bail!("stream name {:?} must be 1-64 characters of A-Z a-z 0-9 _ -", s.name);
+            }
+            if s.key.len() < 8 {
+                bail!("the key of stream {:?} is too short (8 characters at least)", s.name);
+            }
+            if !names.insert(&s.name) {
+                bail!("stream {:?} is declared twice", s.name);
+            }
+            if !keys.insert(&s.key) {
+                bail!("two streams share a key");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn stream_keys(&self) -> anyhow::Result<Vec<(StreamName, StreamKey)>> {
+        if self.streams.is_empty() {
+            let name = StreamName::new(DEV_STREAM).context("dev stream name")?;
+            return Ok(vec![(name, StreamKey::new(DEV_KEY))]);
+        }
+        self.streams
+            .iter()
+            .map(|s| {
+                let name = StreamName::new(&s.name).context("invalid stream name")?;
+                Ok((name, StreamKey::new(s.key.clone())))
+            })
+            .collect()
+    }
+
+    pub fn grace_period(&self) -> Duration {
+        secs(self.grace_period)
+    }
+
+    pub fn origin_config(&self) -> origin::OriginConfig {
+        origin::OriginConfig {
+            part_target: secs(self.part_target),
+            min_target_duration: self.target_duration,
+            window_segments: self.window_segments,
+            ended_linger: secs(self.ended_linger),
+        }
+    }
+
+    pub fn rtmp_config(&self) -> ingest::rtmp::RtmpConfig {
+        ingest::rtmp::RtmpConfig {
+            handshake_timeout: secs(self.rtmp_handshake_timeout),
+            idle_timeout: secs(self.rtmp_idle_timeout),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_config_parses_and_validates() {
+        let c: Config = toml::from_str(include_str!("../deploy/origin.toml")).unwrap();
+        c.validate().unwrap();
+        assert!(!c.streams.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<Config>("rtmpp = \"x\"").is_err());
+        let c: Config = toml::from_str("part_target = 5.0").unwrap();
+        assert!(c.validate().is_err());
+        let c: Config = toml::from_str("[[streams]]\nname = \"a b\"\nkey = \"12345678\"").unwrap();
+        assert!(c.validate().is_err());
+        let c: Config = toml::from_str("[[streams]]\nname = \"ab\"\nkey = \"short\"").unwrap();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn no_streams_means_dev_key() {
+        let keys = Config::default().stream_keys().unwrap();
+        assert_eq!(keys[0].0.as_str(), DEV_STREAM);
+        assert!(keys[0].1.matches(DEV_KEY));
+    }
+}
