@@ -110,7 +110,10 @@ pub struct Packager {
     steps: std::collections::VecDeque<i64>,
     last_video: Option<i64>,
     last_keyframe: Option<i64>,
-    gop: Option<i64>,
+    /// The last two GOP lengths; a keyframe is predicted only while they agree.
+    gops: [Option<i64>; 2],
+    /// The segment was closed early because a keyframe was predicted for the next frame.
+    expect_keyframe: bool,
     sequence: u32,
     target_duration: Option<u32>,
     out: Vec<Packaged>,
@@ -140,7 +143,8 @@ impl Packager {
             steps: std::collections::VecDeque::with_capacity(30),
             last_video: None,
             last_keyframe: None,
-            gop: None,
+            gops: [None, None],
+            expect_keyframe: false,
             sequence: 0,
             target_duration: None,
             out: Vec::new(),
@@ -221,11 +225,7 @@ impl Packager {
             let end = self.last_video.map_or(self.timeline_end, |d| d + self.est);
             self.close_part(end);
         }
-        if let Some(seg) = self.seg.take() {
-            self.out.push(Packaged::SegmentEnd {
-                duration: seg.parts_total,
-            });
-        }
+        self.close_segment();
         if self.offset.take().is_some() {
             let video_end = self.last_video.map_or(0, |d| d + self.est);
             self.timeline_end = self.timeline_end.max(video_end);
@@ -235,7 +235,8 @@ impl Packager {
         }
         self.last_video = None;
         self.last_keyframe = None;
-        self.gop = None;
+        self.gops = [None, None];
+        self.expect_keyframe = false;
     }
 
     fn max_segment(&self) -> i64 {
@@ -303,7 +304,15 @@ impl Packager {
         self.last_video = Some(d);
 
         match &self.seg {
-            None => self.start_segment(d, now),
+            None => {
+                if std::mem::take(&mut self.expect_keyframe) && !f.keyframe {
+                    // The predicted keyframe did not come (irregular GOP): this segment starts
+                    // without one; stop predicting until the GOP is regular again.
+                    tracing::debug!("predicted keyframe did not arrive");
+                    self.gops = [None, None];
+                }
+                self.start_segment(d, now)
+            }
             Some(seg) => {
                 let dur = d - seg.start;
                 if f.keyframe && dur >= self.min_segment() {
@@ -338,21 +347,28 @@ impl Packager {
 
         if f.keyframe {
             if let Some(k) = self.last_keyframe {
-                self.gop = Some(d - k);
+                self.gops = [Some(d - k), self.gops[0]];
             }
             self.last_keyframe = Some(d);
         }
-        // Close the part now if the next frame cannot belong to it.
+        // Close the part now if the next frame cannot belong to it; close the segment too if
+        // the next frame is the keyframe that will start the next one.
         let next = d + self.est;
         let part_start = self.part.as_ref().map_or(d, |p| p.start);
         let next_overflows = next + self.est - part_start > self.cfg.part_target;
-        let next_is_keyframe = match (self.gop, self.last_keyframe, &self.seg) {
-            (Some(gop), Some(k), Some(seg)) => {
-                (next - (k + gop)).abs() < self.est / 2 && next - seg.start >= self.min_segment()
+        let next_is_keyframe = match (self.gops, self.last_keyframe, &self.seg) {
+            ([Some(g1), Some(g2)], Some(k), Some(seg)) => {
+                (g1 - g2).abs() < self.est / 2
+                    && (next - (k + g1)).abs() < self.est / 2
+                    && next - seg.start >= self.min_segment()
             }
             _ => false,
         };
-        if next_overflows || next_is_keyframe {
+        if next_is_keyframe {
+            self.close_part(next);
+            self.close_segment();
+            self.expect_keyframe = true;
+        } else if next_overflows {
             self.close_part(next);
         }
     }
@@ -439,6 +455,11 @@ impl Packager {
     fn cut_segment(&mut self, d: i64, now: SystemTime) {
         self.flush_audio();
         self.close_part(d);
+        self.close_segment();
+        self.start_segment(d, now);
+    }
+
+    fn close_segment(&mut self) {
         if let Some(seg) = self.seg.take() {
             if self.target_duration.is_none() {
                 let secs = (seg.parts_total as f64 / TICKS as f64).round() as u32;
@@ -450,7 +471,6 @@ impl Packager {
                 duration: seg.parts_total,
             });
         }
-        self.start_segment(d, now);
     }
 
     fn start_segment(&mut self, d: i64, now: SystemTime) {
@@ -574,11 +594,12 @@ mod tests {
                 _ => {}
             }
         }
-        assert_eq!(segments, 4);
+        assert_eq!(segments, 5, "the last segment closes when its last frame arrives");
         assert_eq!(p.target_duration(), Some(2));
         assert!(out.iter().any(|e| matches!(e, Packaged::Init { version: 0, .. })));
-        // Once the GOP is known, the part that ends a segment is closed when its last frame
-        // arrives: the keyframe that follows finds no open part.
+        // Once the GOP is regular, the part and the segment that end at a keyframe are closed
+        // when their last frame arrives (before the keyframe): chunk, part end, segment end,
+        // then the keyframe's segment start.
         let seg_start = out
             .iter()
             .rposition(|e| matches!(e, Packaged::SegmentStart { .. }))
