@@ -100,10 +100,16 @@ impl Config {
         let mut keys = std::collections::HashSet::new();
         for s in &self.streams {
             if StreamName::new(&s.name).is_none() {
-                bail!("stream name {:?} must be 1-64 characters of A-Z a-z 0-9 _ -", s.name);
+                bail!(
+                    "stream name {:?} must be 1-64 characters of A-Z a-z 0-9 _ -",
+                    s.name
+                );
             }
             if s.key.len() < 8 {
-                bail!("the key of stream {:?} is too short (8 characters at least)", s.name);
+                bail!(
+                    "the key of stream {:?} is too short (8 characters at least)",
+                    s.name
+                );
             }
             if !names.insert(&s.name) {
                 bail!("stream {:?} is declared twice", s.name);

@@ -2,6 +2,8 @@
 //! with a clear log line naming the peer (never the key), without a panic; the last test runs
 //! them all at once, many times, beside a live ffmpeg stream that must keep flowing.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::hls::{self, MediaPlaylist};
@@ -15,7 +17,9 @@ use tokio::net::TcpStream;
 const CLOSE: Duration = Duration::from_secs(5);
 
 fn server() -> Server {
-    Server::start(&common::config("rtmp_handshake_timeout = 1.0\nrtmp_idle_timeout = 2.0"))
+    Server::start(&common::config(
+        "rtmp_handshake_timeout = 1.0\nrtmp_idle_timeout = 2.0",
+    ))
 }
 
 async fn garbage(addr: SocketAddr) -> bool {
@@ -46,22 +50,32 @@ async fn huge_chunk_size(addr: SocketAddr) -> bool {
 async fn malformed_avc_header(addr: SocketAddr) -> bool {
     let mut c = Client::connect(addr).await;
     assert!(c.publish(common::KEY).await, "publish refused");
-    c.video(&[0x17, 0, 0, 0, 0, 1, 0x64, 0x00, 0x1f, 0xff, 0xe1, 0x00, 0x40, 0x67], 0)
-        .await
-        .unwrap();
+    c.video(
+        &[
+            0x17, 0, 0, 0, 0, 1, 0x64, 0x00, 0x1f, 0xff, 0xe1, 0x00, 0x40, 0x67,
+        ],
+        0,
+    )
+    .await
+    .unwrap();
     c.closed_by_server(CLOSE).await
 }
 
 async fn video_before_header(addr: SocketAddr) -> bool {
     let mut c = Client::connect(addr).await;
     assert!(c.publish(common::KEY2).await, "publish refused");
-    c.video(&[0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41], 0).await.unwrap();
+    c.video(&[0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41], 0)
+        .await
+        .unwrap();
     c.closed_by_server(CLOSE).await
 }
 
 async fn unknown_key(addr: SocketAddr) -> (bool, String) {
     let mut c = Client::connect(addr).await;
-    assert!(!c.publish("not-a-real-key-42").await, "unknown key accepted");
+    assert!(
+        !c.publish("not-a-real-key-42").await,
+        "unknown key accepted"
+    );
     let closed = c.closed_by_server(CLOSE).await;
     (closed, c.received_text())
 }
@@ -89,7 +103,11 @@ fn garbage_bytes_close_the_connection() {
 fn truncated_or_slow_handshake_times_out() {
     let s = server();
     assert!(run(truncated_handshake(s.rtmp)));
-    assert!(s.wait_log("handshake not finished within 1s", CLOSE), "{}", s.log());
+    assert!(
+        s.wait_log("handshake not finished within 1s", CLOSE),
+        "{}",
+        s.log()
+    );
 }
 
 #[test]
@@ -103,14 +121,22 @@ fn chunk_size_of_2_pow_31_is_refused() {
 fn malformed_avc_sequence_header_is_refused() {
     let s = server();
     assert!(run(malformed_avc_header(s.rtmp)));
-    assert!(s.wait_log("malformed AVC sequence header", CLOSE), "{}", s.log());
+    assert!(
+        s.wait_log("malformed AVC sequence header", CLOSE),
+        "{}",
+        s.log()
+    );
 }
 
 #[test]
 fn video_before_sequence_header_is_refused() {
     let s = server();
     assert!(run(video_before_header(s.rtmp)));
-    assert!(s.wait_log("Video data before its sequence header", CLOSE), "{}", s.log());
+    assert!(
+        s.wait_log("Video data before its sequence header", CLOSE),
+        "{}",
+        s.log()
+    );
 }
 
 #[test]
@@ -119,13 +145,28 @@ fn unknown_key_is_refused_with_status_and_never_logged() {
     let (closed, received) = run(unknown_key(s.rtmp));
     assert!(closed);
     assert!(received.contains("NetStream.Publish.BadName"), "{received}");
-    assert!(s.wait_log("refused publish: unknown stream key", CLOSE), "{}", s.log());
-    assert!(!s.log().contains("not-a-real-key-42"), "the key reached the log");
+    assert!(
+        s.wait_log("refused publish: unknown stream key", CLOSE),
+        "{}",
+        s.log()
+    );
+    assert!(
+        !s.log().contains("not-a-real-key-42"),
+        "the key reached the log"
+    );
     let metrics = run(async {
-        hls::get_text(&hls::client(), &format!("{}/metrics", s.base())).await.1
+        hls::get_text(&hls::client(), &format!("{}/metrics", s.base()))
+            .await
+            .1
     });
-    assert!(metrics.contains("ferrocast_publishes_total{result=\"refused\"} 1"), "{metrics}");
-    assert!(metrics.contains("ferrocast_publishes_total{result=\"accepted\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("ferrocast_publishes_total{result=\"refused\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferrocast_publishes_total{result=\"accepted\"} 0"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -142,7 +183,9 @@ fn rtmp_play_is_refused() {
 /// memory stays small.
 #[test]
 fn hostile_barrage_does_not_disturb_a_live_stream() {
-    let mut s = Server::start(&common::config("rtmp_handshake_timeout = 1.0\nrtmp_idle_timeout = 2.0"));
+    let mut s = Server::start(&common::config(
+        "rtmp_handshake_timeout = 1.0\nrtmp_idle_timeout = 2.0",
+    ));
     let _good = Publisher::rtmp(&s.rtmp_url(common::KEY2), &Source::small(40.0));
     let addr = s.rtmp;
     let url = format!("{}/live/other/source/index.m3u8", s.base());
@@ -173,7 +216,10 @@ fn hostile_barrage_does_not_disturb_a_live_stream() {
         }
         let t = Instant::now();
         while let Some(r) = tasks.join_next().await {
-            assert!(r.expect("hostile case panicked"), "a hostile connection was not closed");
+            assert!(
+                r.expect("hostile case panicked"),
+                "a hostile connection was not closed"
+            );
         }
         assert!(t.elapsed() < Duration::from_secs(30));
         // Idle connections are closed by the handshake deadline.
@@ -182,7 +228,9 @@ fn hostile_barrage_does_not_disturb_a_live_stream() {
         }
         let after = loop {
             let pl = MediaPlaylist::parse(&hls::get_text(&c, &url).await.1);
-            if pl.last_complete_msn() >= before.last_complete_msn().map(|m| m + 2) || t.elapsed() > Duration::from_secs(20) {
+            if pl.last_complete_msn() >= before.last_complete_msn().map(|m| m + 2)
+                || t.elapsed() > Duration::from_secs(20)
+            {
                 break pl;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -193,7 +241,10 @@ fn hostile_barrage_does_not_disturb_a_live_stream() {
             before.last_complete_msn(),
             after.last_complete_msn()
         );
-        assert!(!after.text.contains("DISCONTINUITY"), "the live stream was disturbed");
+        assert!(
+            !after.text.contains("DISCONTINUITY"),
+            "the live stream was disturbed"
+        );
     });
     assert!(s.alive(), "server died");
     let rss = s.rss_kib();

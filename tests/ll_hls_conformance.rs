@@ -6,6 +6,8 @@
 //! delta updates have something to skip), grace period 8 s (so a stalled stream outlives the
 //! 3 × target duration blocking limit before it ends).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::hls::{self, MediaPlaylist};
@@ -36,7 +38,10 @@ impl Ctx {
         format!("{}/live/cam/source/{uri}", self.server.base())
     }
 
-    async fn playlist(&mut self, q: &str) -> (u16, MediaPlaylist, reqwest::header::HeaderMap, Duration) {
+    async fn playlist(
+        &mut self,
+        q: &str,
+    ) -> (u16, MediaPlaylist, reqwest::header::HeaderMap, Duration) {
         let t = Instant::now();
         let r = self.c.get(self.url(q)).send().await.unwrap();
         let status = r.status().as_u16();
@@ -101,7 +106,11 @@ fn ll_hls_conformance() {
         blocked_request_times_out_with_503(&mut ctx).await;
         directives_ignored_after_endlist(&mut ctx).await;
         fixed_values_never_change(&mut ctx);
-        assert!(ctx.failures.is_empty(), "LL-HLS rules broken:\n{}", ctx.failures.join("\n"));
+        assert!(
+            ctx.failures.is_empty(),
+            "LL-HLS rules broken:\n{}",
+            ctx.failures.join("\n")
+        );
     });
 }
 
@@ -113,7 +122,10 @@ fn multivariant_attributes(ctx: &mut Ctx, master: &str) {
     for (attr, ok) in [
         ("BANDWIDTH", inf.contains("BANDWIDTH=")),
         ("AVERAGE-BANDWIDTH", inf.contains("AVERAGE-BANDWIDTH=")),
-        ("CODECS", inf.contains("CODECS=\"avc1.64") && inf.contains("mp4a.40.2")),
+        (
+            "CODECS",
+            inf.contains("CODECS=\"avc1.64") && inf.contains("mp4a.40.2"),
+        ),
         ("RESOLUTION", inf.contains("RESOLUTION=640x360")),
         ("FRAME-RATE", inf.contains("FRAME-RATE=30.000")),
     ] {
@@ -125,12 +137,20 @@ fn multivariant_attributes(ctx: &mut Ctx, master: &str) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     // 800 kb/s video + 96 kb/s audio: the measured peak must be in that region.
-    ctx.check("multivariant BANDWIDTH measured", (400_000..3_000_000).contains(&bw), bw);
+    ctx.check(
+        "multivariant BANDWIDTH measured",
+        (400_000..3_000_000).contains(&bw),
+        bw,
+    );
 }
 
 async fn server_control_and_part_inf(ctx: &mut Ctx) {
     let (_, pl, _, _) = ctx.playlist("").await;
-    ctx.check("EXT-X-PART-INF PART-TARGET", (pl.part_target - PART_TARGET).abs() < 1e-9, pl.part_target);
+    ctx.check(
+        "EXT-X-PART-INF PART-TARGET",
+        (pl.part_target - PART_TARGET).abs() < 1e-9,
+        pl.part_target,
+    );
     ctx.check("CAN-BLOCK-RELOAD=YES", pl.can_block_reload, &pl.text);
     ctx.check(
         "PART-HOLD-BACK = 3 × PART-TARGET",
@@ -142,7 +162,11 @@ async fn server_control_and_part_inf(ctx: &mut Ctx) {
         (pl.can_skip_until - 6.0 * TD as f64).abs() < 1e-9,
         pl.can_skip_until,
     );
-    ctx.check("EXT-X-TARGETDURATION", pl.target_duration == TD, pl.target_duration);
+    ctx.check(
+        "EXT-X-TARGETDURATION",
+        pl.target_duration == TD,
+        pl.target_duration,
+    );
     ctx.check("preload hint present", pl.preload_hint.is_some(), &pl.text);
 }
 
@@ -164,7 +188,9 @@ async fn blocking_reload_waits_and_answers_promptly(ctx: &mut Ctx) {
             let body = r.bytes().await;
             (status, body.is_ok(), Instant::now())
         });
-        let (status, blocked, _, took) = ctx.playlist(&format!("_HLS_msn={msn}&_HLS_part={part}")).await;
+        let (status, blocked, _, took) = ctx
+            .playlist(&format!("_HLS_msn={msn}&_HLS_part={part}"))
+            .await;
         let answered = Instant::now();
         let (pstatus, complete_ok, completed) = download.await.unwrap();
         ctx.check("blocking reload status", status == 200, status);
@@ -181,7 +207,11 @@ async fn blocking_reload_waits_and_answers_promptly(ctx: &mut Ctx) {
         let lag = answered.saturating_duration_since(completed);
         worst = worst.max(lag);
     }
-    ctx.check("blocking requests are held (not answered at once)", held >= 3, held);
+    ctx.check(
+        "blocking requests are held (not answered at once)",
+        held >= 3,
+        held,
+    );
     ctx.check(
         "blocking request answered within 100 ms of the part",
         worst <= Duration::from_millis(100),
@@ -200,11 +230,17 @@ async fn part_past_segment_end_is_next_segment_part_zero(ctx: &mut Ctx) {
         .cloned()
         .unwrap_or_default();
     let (status, got, _, took) = ctx
-        .playlist(&format!("_HLS_msn={}&_HLS_part={}", seg.msn, seg.parts.len()))
+        .playlist(&format!(
+            "_HLS_msn={}&_HLS_part={}",
+            seg.msn,
+            seg.parts.len()
+        ))
         .await;
     ctx.check(
         "part past a segment's end = next segment's part 0",
-        status == 200 && got.text.contains(&format!("{}.0.m4s", seg.msn + 1)) && took < Duration::from_secs(2),
+        status == 200
+            && got.text.contains(&format!("{}.0.m4s", seg.msn + 1))
+            && took < Duration::from_secs(2),
         format!("{status} after {took:?}"),
     );
     // For the open segment, a part index past its eventual end waits for the next segment.
@@ -232,25 +268,47 @@ async fn advance_limits_give_400(ctx: &mut Ctx) {
     let (status, _, _, _) = ctx
         .playlist(&format!("_HLS_msn={msn}&_HLS_part={}", part + 12))
         .await;
-    ctx.check("400 for _HLS_part beyond the advance part limit", status == 400, status);
+    ctx.check(
+        "400 for _HLS_part beyond the advance part limit",
+        status == 400,
+        status,
+    );
     let (status, _, _, _) = ctx.playlist("_HLS_part=1").await;
     ctx.check("400 for _HLS_part without _HLS_msn", status == 400, status);
     let (status, _, _, _) = ctx.playlist("_HLS_msn=abc").await;
     ctx.check("400 for a malformed _HLS_msn", status == 400, status);
-    let (status, _, _, _) = ctx.playlist("_HLS_msn=1&_HLS_part=0&CMCD=sid%3D%22x%22").await;
-    ctx.check("unknown query parameters are ignored", status == 200, status);
+    let (status, _, _, _) = ctx
+        .playlist("_HLS_msn=1&_HLS_part=0&CMCD=sid%3D%22x%22")
+        .await;
+    ctx.check(
+        "unknown query parameters are ignored",
+        status == 200,
+        status,
+    );
 }
 
 async fn delta_update(ctx: &mut Ctx) {
     let (_, full, _, _) = ctx.playlist("").await;
     let (status, delta, _, _) = ctx.playlist("_HLS_skip=YES").await;
     ctx.check("delta update status", status == 200, status);
-    ctx.check("delta update VERSION ≥ 9", delta.version >= 9, delta.version);
+    ctx.check(
+        "delta update VERSION ≥ 9",
+        delta.version >= 9,
+        delta.version,
+    );
     ctx.check("EXT-X-SKIP present", delta.skipped.is_some(), &delta.text);
-    ctx.check("EXT-X-SKIP skips old segments", delta.skipped.unwrap_or(0) >= 1, &delta.text);
+    ctx.check(
+        "EXT-X-SKIP skips old segments",
+        delta.skipped.unwrap_or(0) >= 1,
+        &delta.text,
+    );
     let ms = delta.tags.iter().position(|t| t == "EXT-X-MEDIA-SEQUENCE");
     let sk = delta.tags.iter().position(|t| t == "EXT-X-SKIP");
-    ctx.check("MEDIA-SEQUENCE before SKIP", ms.is_some() && ms < sk, format!("{ms:?} {sk:?}"));
+    ctx.check(
+        "MEDIA-SEQUENCE before SKIP",
+        ms.is_some() && ms < sk,
+        format!("{ms:?} {sk:?}"),
+    );
     // What remains is the tail of the full playlist (the skip covers at most 6 × TD from end).
     let first_listed = delta.segments.first().map(|s| s.msn).unwrap_or(0);
     ctx.check(
@@ -295,7 +353,11 @@ async fn preload_hint_is_streamed_while_written(ctx: &mut Ctx) {
             format!("{headers_at:?}"),
         );
     }
-    ctx.check("hinted part's first bytes arrive before it is complete", early >= 2, early);
+    ctx.check(
+        "hinted part's first bytes arrive before it is complete",
+        early >= 2,
+        early,
+    );
 }
 
 async fn parts_and_segments_durations(ctx: &mut Ctx) {
@@ -325,7 +387,11 @@ async fn parts_and_segments_durations(ctx: &mut Ctx) {
             );
             if n > 0 {
                 let sum: f64 = s.parts.iter().map(|p| p.duration).sum();
-                ctx.check("EXTINF = sum of its parts", (sum - d).abs() < 0.002, format!("{sum} vs {d}"));
+                ctx.check(
+                    "EXTINF = sum of its parts",
+                    (sum - d).abs() < 0.002,
+                    format!("{sum} vs {d}"),
+                );
             }
         }
     }
@@ -359,7 +425,8 @@ async fn independent_parts_start_with_keyframes(ctx: &mut Ctx) {
             if status != 200 {
                 continue;
             }
-            let path = common::write_media(dir.path(), &p.uri.replace(".m4s", ".mp4"), &init, &[&bytes]);
+            let path =
+                common::write_media(dir.path(), &p.uri.replace(".m4s", ".mp4"), &init, &[&bytes]);
             let first = common::packets(&path).into_iter().find(|k| k.video);
             let key = first.is_some_and(|k| k.keyframe);
             ctx.check(
@@ -390,16 +457,28 @@ async fn http_caching_cors_and_404(ctx: &mut Ctx) {
             .to_owned()
     };
     let (_, pl, h, _) = ctx.playlist("").await;
-    ctx.check("plain playlist Cache-Control: no-cache", cc(&h) == "no-cache", cc(&h));
+    ctx.check(
+        "plain playlist Cache-Control: no-cache",
+        cc(&h) == "no-cache",
+        cc(&h),
+    );
     ctx.check("playlist has an ETag", h.contains_key("etag"), "");
     let (msn, part) = pl.next_part();
-    let (_, _, h, _) = ctx.playlist(&format!("_HLS_msn={msn}&_HLS_part={part}")).await;
+    let (_, _, h, _) = ctx
+        .playlist(&format!("_HLS_msn={msn}&_HLS_part={part}"))
+        .await;
     ctx.check(
         "playlist with directives is short-lived but cacheable",
         cc(&h).starts_with("public, max-age="),
         cc(&h),
     );
-    let seg = pl.segments.iter().rev().find(|s| s.uri.is_some()).cloned().unwrap_or_default();
+    let seg = pl
+        .segments
+        .iter()
+        .rev()
+        .find(|s| s.uri.is_some())
+        .cloned()
+        .unwrap_or_default();
     for uri in [
         seg.uri.clone().unwrap_or_default(),
         seg.parts.first().map(|p| p.uri.clone()).unwrap_or_default(),
@@ -414,7 +493,11 @@ async fn http_caching_cors_and_404(ctx: &mut Ctx) {
             .unwrap();
         let h = r.headers().clone();
         ctx.check(&format!("{uri} is 200"), r.status() == 200, r.status());
-        ctx.check(&format!("{uri} is immutable"), cc(&h).contains("immutable"), cc(&h));
+        ctx.check(
+            &format!("{uri} is immutable"),
+            cc(&h).contains("immutable"),
+            cc(&h),
+        );
         ctx.check(&format!("{uri} has an ETag"), h.contains_key("etag"), "");
         ctx.check(
             &format!("{uri} has CORS"),
@@ -423,21 +506,41 @@ async fn http_caching_cors_and_404(ctx: &mut Ctx) {
         );
         let etag = h.get("etag").cloned();
         if let Some(etag) = etag {
-            let r = ctx.c.get(ctx.part_url(&uri)).header("if-none-match", etag).send().await.unwrap();
-            ctx.check(&format!("{uri} revalidates with 304"), r.status() == 304, r.status());
+            let r = ctx
+                .c
+                .get(ctx.part_url(&uri))
+                .header("if-none-match", etag)
+                .send()
+                .await
+                .unwrap();
+            ctx.check(
+                &format!("{uri} revalidates with 304"),
+                r.status() == 304,
+                r.status(),
+            );
         }
     }
     let first = pl.media_sequence;
     for (what, uri) in [
-        ("segment that left the window", format!("{}.m4s", first.saturating_sub(5))),
-        ("part that left the window", format!("{}.0.m4s", first.saturating_sub(5))),
+        (
+            "segment that left the window",
+            format!("{}.m4s", first.saturating_sub(5)),
+        ),
+        (
+            "part that left the window",
+            format!("{}.0.m4s", first.saturating_sub(5)),
+        ),
         ("part far in the future", format!("{}.0.m4s", first + 1000)),
         ("unknown file", "nope.txt".to_owned()),
     ] {
         let (status, _) = hls::get_bytes(&ctx.c, &ctx.part_url(&uri)).await;
         ctx.check(&format!("404 for a {what}"), status == 404, status);
     }
-    let (status, _) = hls::get_text(&ctx.c, &format!("{}/live/nosuch/index.m3u8", ctx.server.base())).await;
+    let (status, _) = hls::get_text(
+        &ctx.c,
+        &format!("{}/live/nosuch/index.m3u8", ctx.server.base()),
+    )
+    .await;
     ctx.check("404 for an unknown stream", status == 404, status);
 }
 
@@ -447,11 +550,15 @@ async fn blocked_request_times_out_with_503(ctx: &mut Ctx) {
     let (_, pl, _, _) = ctx.playlist("").await;
     ctx.check("no ENDLIST during the grace period", !pl.endlist, &pl.text);
     let (msn, part) = pl.next_part();
-    let (status, _, _, took) = ctx.playlist(&format!("_HLS_msn={msn}&_HLS_part={part}")).await;
+    let (status, _, _, took) = ctx
+        .playlist(&format!("_HLS_msn={msn}&_HLS_part={part}"))
+        .await;
     let limit = Duration::from_secs(3 * TD);
     ctx.check(
         "503 after 3 × target duration",
-        status == 503 && took >= limit - Duration::from_millis(100) && took < limit + Duration::from_secs(3),
+        status == 503
+            && took >= limit - Duration::from_millis(100)
+            && took < limit + Duration::from_secs(3),
         format!("{status} after {took:?}"),
     );
 }
@@ -467,9 +574,15 @@ async fn directives_ignored_after_endlist(ctx: &mut Ctx) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     ctx.check("ENDLIST after the grace period", pl.endlist, &pl.text);
-    ctx.check("no preload hint after ENDLIST", pl.preload_hint.is_none(), &pl.text);
+    ctx.check(
+        "no preload hint after ENDLIST",
+        pl.preload_hint.is_none(),
+        &pl.text,
+    );
     let last = pl.last_complete_msn().unwrap_or(0);
-    let (status, got, _, took) = ctx.playlist(&format!("_HLS_msn={}&_HLS_part=0", last + 2)).await;
+    let (status, got, _, took) = ctx
+        .playlist(&format!("_HLS_msn={}&_HLS_part=0", last + 2))
+        .await;
     ctx.check(
         "directives ignored after ENDLIST",
         status == 200 && got.endlist && took < Duration::from_secs(1),
@@ -485,7 +598,10 @@ fn fixed_values_never_change(ctx: &mut Ctx) {
             || p.part_target != firsts.part_target
             || p.part_hold_back != firsts.part_hold_back
         {
-            changed.push(format!("{} {} {}", p.target_duration, p.part_target, p.part_hold_back));
+            changed.push(format!(
+                "{} {} {}",
+                p.target_duration, p.part_target, p.part_hold_back
+            ));
         }
     }
     let n = ctx.playlists.len();

@@ -3,6 +3,8 @@
 //! EXT-X-DISCONTINUITY at the splice, no ENDLIST); killed for longer, the playlist ends. Also:
 //! a second publisher with the same key takes a live stream over.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::hls::{self, MediaPlaylist};
@@ -44,19 +46,35 @@ fn reconnect_within_grace_continues_and_expiry_ends() {
         let (status, _) = hls::wait_for(&c, &url).await;
         assert_eq!(status, 200);
         let (before, session) = playlist(&c, &url).await;
-        let before = wait_past(&c, &url, before.last_complete_msn().unwrap() + 1, Duration::from_secs(10)).await;
+        let before = wait_past(
+            &c,
+            &url,
+            before.last_complete_msn().unwrap() + 1,
+            Duration::from_secs(10),
+        )
+        .await;
         let last_before = before.last_complete_msn().unwrap();
 
         // Kill the publisher and come back within the grace period.
         first.kill();
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let (during, _) = playlist(&c, &url).await;
-        assert!(!during.endlist, "ENDLIST during the grace period:\n{}", during.text);
-        let hint = during.preload_hint.clone().expect("preload hint during grace");
+        assert!(
+            !during.endlist,
+            "ENDLIST during the grace period:\n{}",
+            during.text
+        );
+        let hint = during
+            .preload_hint
+            .clone()
+            .expect("preload hint during grace");
         let mut second = Publisher::rtmp(&server.rtmp_url(common::KEY), &Source::small(30.0));
         let after = wait_past(&c, &url, last_before + 3, Duration::from_secs(15)).await;
         let (_, session_after) = playlist(&c, &url).await;
-        assert_eq!(session, session_after, "a reconnect keeps the stream session");
+        assert_eq!(
+            session, session_after,
+            "a reconnect keeps the stream session"
+        );
         assert!(!after.endlist);
         // Media sequence numbers continue: every MSN between is listed once, in order.
         let msns: Vec<u64> = after.segments.iter().map(|s| s.msn).collect();
@@ -66,7 +84,11 @@ fn reconnect_within_grace_continues_and_expiry_ends() {
             .iter()
             .find(|s| s.discontinuity)
             .unwrap_or_else(|| panic!("no EXT-X-DISCONTINUITY at the splice:\n{}", after.text));
-        assert!(splice.msn > last_before, "discontinuity at {} <= {last_before}", splice.msn);
+        assert!(
+            splice.msn > last_before,
+            "discontinuity at {} <= {last_before}",
+            splice.msn
+        );
         assert_eq!(
             hint,
             format!("{}.0.m4s", splice.msn),
@@ -78,7 +100,8 @@ fn reconnect_within_grace_continues_and_expiry_ends() {
         let dir = tempfile::tempdir().unwrap();
         let mut last_end = None;
         for msn in splice.msn - 1..=splice.msn {
-            let (status, seg) = hls::get_bytes(&c, &url.replace("index.m3u8", &format!("{msn}.m4s"))).await;
+            let (status, seg) =
+                hls::get_bytes(&c, &url.replace("index.m3u8", &format!("{msn}.m4s"))).await;
             assert_eq!(status, 200);
             let path = common::write_media(dir.path(), &format!("{msn}.mp4"), &init, &[&seg]);
             assert_eq!(common::decode_errors(&path), None, "segment {msn} decodes");
@@ -86,8 +109,14 @@ fn reconnect_within_grace_continues_and_expiry_ends() {
             let first_dts = pk.iter().filter(|p| p.video).map(|p| p.dts).min().unwrap();
             let max_dts = pk.iter().filter(|p| p.video).map(|p| p.dts).max().unwrap();
             if let Some(prev) = last_end {
-                assert!(first_dts > prev, "timestamps step back across the splice: {first_dts} <= {prev}");
-                assert!(first_dts - prev < 90_000, "timestamp jump across the splice");
+                assert!(
+                    first_dts > prev,
+                    "timestamps step back across the splice: {first_dts} <= {prev}"
+                );
+                assert!(
+                    first_dts - prev < 90_000,
+                    "timestamp jump across the splice"
+                );
             }
             last_end = Some(max_dts);
         }
@@ -98,10 +127,22 @@ fn reconnect_within_grace_continues_and_expiry_ends() {
         while !second.exited() && t.elapsed() < Duration::from_secs(10) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(second.exited(), "the old publisher was not disconnected by the takeover");
-        let taken = wait_past(&c, &url, after.last_complete_msn().unwrap() + 2, Duration::from_secs(15)).await;
+        assert!(
+            second.exited(),
+            "the old publisher was not disconnected by the takeover"
+        );
+        let taken = wait_past(
+            &c,
+            &url,
+            after.last_complete_msn().unwrap() + 2,
+            Duration::from_secs(15),
+        )
+        .await;
         assert!(!taken.endlist);
-        assert!(server.log().contains("taken over by a new publisher"), "takeover not logged");
+        assert!(
+            server.log().contains("taken over by a new publisher"),
+            "takeover not logged"
+        );
 
         // Now stay away longer than the grace period: the playlist ends.
         third.kill();
@@ -111,7 +152,11 @@ fn reconnect_within_grace_continues_and_expiry_ends() {
             tokio::time::sleep(Duration::from_millis(250)).await;
             ended = playlist(&c, &url).await.0;
         }
-        assert!(ended.endlist, "no ENDLIST after the grace period:\n{}", ended.text);
+        assert!(
+            ended.endlist,
+            "no ENDLIST after the grace period:\n{}",
+            ended.text
+        );
         assert!(ended.preload_hint.is_none());
     });
 }

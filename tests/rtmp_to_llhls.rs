@@ -2,6 +2,8 @@
 //! RTMP for 20+ s; a client follows the LL-HLS playlist with blocking reloads and every part
 //! and segment is checked with ffprobe/ffmpeg.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{hls, Publisher, Server, Source};
@@ -14,7 +16,8 @@ fn rtmp_publish_plays_as_ll_hls() {
     let rt = common::runtime();
     let followed = rt.block_on(async {
         let c = hls::client();
-        let (status, master) = hls::wait_for(&c, &format!("{}/live/cam/index.m3u8", server.base())).await;
+        let (status, master) =
+            hls::wait_for(&c, &format!("{}/live/cam/index.m3u8", server.base())).await;
         assert_eq!(status, 200, "{master}");
         assert!(master.contains("RESOLUTION=1280x720"), "{master}");
         let uri = master.lines().find(|l| !l.starts_with('#')).unwrap();
@@ -22,8 +25,16 @@ fn rtmp_publish_plays_as_ll_hls() {
         hls::follow(&c, &url, Duration::from_secs(45)).await
     });
     // 24 s of media at 2 s GOP: about a dozen segments were complete while we followed.
-    assert!(followed.segments.len() >= 8, "only {} segments", followed.segments.len());
-    assert!(followed.parts.len() >= 50, "only {} parts", followed.parts.len());
+    assert!(
+        followed.segments.len() >= 8,
+        "only {} segments",
+        followed.segments.len()
+    );
+    assert!(
+        followed.parts.len() >= 50,
+        "only {} parts",
+        followed.parts.len()
+    );
     // The client used blocking reloads: most reloads waited for the next part (no polling).
     let waited = followed
         .blocking_times
@@ -35,6 +46,9 @@ fn rtmp_publish_plays_as_ll_hls() {
         "blocking reloads did not block: {:?}",
         followed.blocking_times
     );
-    assert!(followed.playlists.last().unwrap().endlist, "stream should end after the publisher");
+    assert!(
+        followed.playlists.last().unwrap().endlist,
+        "stream should end after the publisher"
+    );
     common::check_followed_media(&followed, 3000);
 }

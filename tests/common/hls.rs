@@ -127,7 +127,11 @@ impl MediaPlaylist {
     }
 
     pub fn last_complete_msn(&self) -> Option<u64> {
-        self.segments.iter().rev().find(|s| s.uri.is_some()).map(|s| s.msn)
+        self.segments
+            .iter()
+            .rev()
+            .find(|s| s.uri.is_some())
+            .map(|s| s.msn)
     }
 
     /// The `_HLS_msn`/`_HLS_part` of the next part after the last one listed.
@@ -185,6 +189,7 @@ pub struct Followed {
 
 /// Follows a media playlist like an LL-HLS player for `duration` (or until ENDLIST):
 /// blocking reloads for the next part, every new part and complete segment downloaded.
+#[allow(clippy::map_entry)] // the insert happens after an await and an error branch
 pub async fn follow(c: &reqwest::Client, playlist_url: &str, duration: Duration) -> Followed {
     let base = playlist_url.rsplit_once('/').unwrap().0.to_owned();
     let mut f = Followed::default();
@@ -234,7 +239,8 @@ pub async fn follow(c: &reqwest::Client, playlist_url: &str, duration: Duration)
         let (status, text) = get_text(c, &url).await;
         f.blocking_times.push(t.elapsed());
         if status != 200 {
-            f.errors.push(format!("blocking playlist {msn}.{part} → {status}: {text}"));
+            f.errors
+                .push(format!("blocking playlist {msn}.{part} → {status}: {text}"));
             let (status, text) = get_text(c, playlist_url).await;
             assert_eq!(status, 200, "{text}");
             pl = MediaPlaylist::parse(&text);

@@ -92,7 +92,8 @@ impl Server {
 
     /// Resident memory of the server process in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -162,7 +163,10 @@ impl Source {
             s("-f"),
             s("lavfi"),
             s("-i"),
-            format!("testsrc2=size={}x{}:rate={}", self.width, self.height, self.fps),
+            format!(
+                "testsrc2=size={}x{}:rate={}",
+                self.width, self.height, self.fps
+            ),
             s("-f"),
             s("lavfi"),
             s("-i"),
@@ -222,13 +226,13 @@ impl Publisher {
 
     /// Waits for ffmpeg to exit; returns whether it succeeded and its stderr.
     pub fn wait(mut self) -> (bool, String) {
-        let out = std::mem::replace(
-            &mut self.child,
-            Command::new("true").spawn().unwrap(),
+        let out = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap())
+            .wait_with_output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
         )
-        .wait_with_output()
-        .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
     pub fn exited(&mut self) -> bool {
@@ -339,7 +343,10 @@ pub fn check_followed_media(f: &hls::Followed, frame_ticks: i64) {
     assert!(f.errors.is_empty(), "fetch errors: {:?}", f.errors);
     assert!(!f.segments.is_empty(), "no complete segments were seen");
     let init_for = |msn: u64| -> Vec<u8> {
-        let map = f.entries[&msn].map.clone().expect("segment without EXT-X-MAP");
+        let map = f.entries[&msn]
+            .map
+            .clone()
+            .expect("segment without EXT-X-MAP");
         f.inits[&map].clone()
     };
     // Segments: decode, keyframe first, == concatenation of parts (when all parts were seen).
@@ -351,21 +358,39 @@ pub fn check_followed_media(f: &hls::Followed, frame_ticks: i64) {
         }
         let pk = packets(&path);
         let first_video = pk.iter().find(|p| p.video).expect("segment without video");
-        assert!(first_video.keyframe, "segment {msn} does not start with a keyframe");
+        assert!(
+            first_video.keyframe,
+            "segment {msn} does not start with a keyframe"
+        );
         let entry = &f.entries[msn];
-        if !entry.parts.is_empty() && (0..entry.parts.len()).all(|i| f.parts.contains_key(&(*msn, i))) {
+        if !entry.parts.is_empty()
+            && (0..entry.parts.len()).all(|i| f.parts.contains_key(&(*msn, i)))
+        {
             let concat: Vec<u8> = (0..entry.parts.len())
                 .flat_map(|i| f.parts[&(*msn, i)].clone())
                 .collect();
-            assert!(concat == *bytes, "segment {msn} != concatenation of its {} parts", entry.parts.len());
+            assert!(
+                concat == *bytes,
+                "segment {msn} != concatenation of its {} parts",
+                entry.parts.len()
+            );
         }
         seg_packets.push((*msn, pk));
     }
     // Parts: parse; independent ones decode alone; INDEPENDENT=YES ⇔ starts with a keyframe.
     for ((msn, i), bytes) in &f.parts {
-        let Some(entry) = f.entries.get(msn) else { continue };
-        let Some(listed) = entry.parts.get(*i) else { continue };
-        let path = write_media(dir.path(), &format!("{msn}.{i}.mp4"), &init_for(*msn), &[bytes]);
+        let Some(entry) = f.entries.get(msn) else {
+            continue;
+        };
+        let Some(listed) = entry.parts.get(*i) else {
+            continue;
+        };
+        let path = write_media(
+            dir.path(),
+            &format!("{msn}.{i}.mp4"),
+            &init_for(*msn),
+            &[bytes],
+        );
         let pk = packets(&path);
         let first_video = pk.iter().find(|p| p.video).expect("part without video");
         assert_eq!(

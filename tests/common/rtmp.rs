@@ -19,7 +19,10 @@ pub struct Client {
     pub received: Vec<u8>,
 }
 
-async fn send_results(socket: &mut TcpStream, results: Vec<ClientSessionResult>) -> std::io::Result<()> {
+async fn send_results(
+    socket: &mut TcpStream,
+    results: Vec<ClientSessionResult>,
+) -> std::io::Result<()> {
     for r in results {
         if let ClientSessionResult::OutboundResponse(p) = r {
             socket.write_all(&p.bytes).await?;

@@ -192,7 +192,9 @@ fn check_nal_lengths(sample: &[u8], size: u8, timestamp_ms: u32) -> Result<(), F
                 len: sample.len(),
             });
         };
-        let nal_len = prefix.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        let nal_len = prefix
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
         pos += size;
         if nal_len > sample.len() - pos {
             return Err(FlvError::BadNalLength {
@@ -220,12 +222,18 @@ mod tests {
         let mut pos = 13;
         while pos + 11 <= flv.len() {
             let kind = flv[pos];
-            let size = usize::from(flv[pos + 1]) << 16 | usize::from(flv[pos + 2]) << 8 | usize::from(flv[pos + 3]);
+            let size = usize::from(flv[pos + 1]) << 16
+                | usize::from(flv[pos + 2]) << 8
+                | usize::from(flv[pos + 3]);
             let ts = u32::from(flv[pos + 4]) << 16
                 | u32::from(flv[pos + 5]) << 8
                 | u32::from(flv[pos + 6])
                 | u32::from(flv[pos + 7]) << 24;
-            out.push((kind, ts, Bytes::from_static(&flv[pos + 11..pos + 11 + size])));
+            out.push((
+                kind,
+                ts,
+                Bytes::from_static(&flv[pos + 11..pos + 11 + size]),
+            ));
             pos += 11 + size + 4;
         }
         out
@@ -275,12 +283,21 @@ mod tests {
     fn hostile_tags_are_errors() {
         let mut d = FlvDemuxer::default();
         let nalu = Bytes::from_static(&[0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]);
-        assert_eq!(d.video(0, &nalu), Err(FlvError::DataBeforeConfig(Track::Video)));
+        assert_eq!(
+            d.video(0, &nalu),
+            Err(FlvError::DataBeforeConfig(Track::Video))
+        );
         assert!(matches!(
-            d.video(0, &Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f])),
+            d.video(
+                0,
+                &Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f])
+            ),
             Err(FlvError::BadAvcConfig(_))
         ));
-        assert!(matches!(d.video(0, &Bytes::from_static(&[0x17])), Err(FlvError::Truncated { .. })));
+        assert!(matches!(
+            d.video(0, &Bytes::from_static(&[0x17])),
+            Err(FlvError::Truncated { .. })
+        ));
         assert_eq!(
             d.video(0, &Bytes::from_static(&[0x12, 0])),
             Err(FlvError::UnsupportedVideoCodec(2))
@@ -298,7 +315,10 @@ mod tests {
         let (_, _, header) = tags(FLV).into_iter().find(|(k, _, _)| *k == 9).unwrap();
         d.video(0, &header).unwrap();
         let overrun = Bytes::from_static(&[0x27, 1, 0, 0, 0, 0, 0, 0, 9, 0x41]);
-        assert!(matches!(d.video(0, &overrun), Err(FlvError::BadNalLength { .. })));
+        assert!(matches!(
+            d.video(0, &overrun),
+            Err(FlvError::BadNalLength { .. })
+        ));
     }
 
     #[test]

@@ -33,7 +33,10 @@ pub struct StreamEvent {
 #[derive(Debug, Clone)]
 pub enum StreamEventKind {
     /// A publisher started (first one, a reconnect, or a takeover).
-    PublisherStarted { peer: SocketAddr, protocol: &'static str },
+    PublisherStarted {
+        peer: SocketAddr,
+        protocol: &'static str,
+    },
     Config(CodecConfig),
     Frame(Frame),
     /// The publisher of this generation went away; the grace period runs.
@@ -161,7 +164,9 @@ impl Hub {
             }
             (entry.session, entry.tx.clone(), entry.generation)
         };
-        self.stats.publishes_accepted.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .publishes_accepted
+            .fetch_add(1, Ordering::Relaxed);
         if let Some(new) = created {
             (self.on_new)(new);
         }
@@ -264,7 +269,10 @@ impl Publisher {
         let video = frame.track == media::Track::Video;
         if self.resync {
             if !(video && frame.keyframe) {
-                self.hub.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                self.hub
+                    .stats
+                    .frames_dropped
+                    .fetch_add(1, Ordering::Relaxed);
                 return;
             }
             self.resync = false;
@@ -275,7 +283,10 @@ impl Publisher {
             kind: StreamEventKind::Frame(frame),
         };
         if self.tx.try_send(ev).is_err() {
-            self.hub.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+            self.hub
+                .stats
+                .frames_dropped
+                .fetch_add(1, Ordering::Relaxed);
             self.resync = true;
         }
     }
@@ -327,7 +338,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn unknown_key_is_refused_and_allocates_nothing() {
         let (hub, seen) = hub(1000);
-        assert_eq!(hub.publish("nope", peer(), "rtmp").unwrap_err(), PublishError::UnknownKey);
+        assert_eq!(
+            hub.publish("nope", peer(), "rtmp").unwrap_err(),
+            PublishError::UnknownKey
+        );
         assert!(seen.lock().unwrap().is_empty());
         assert!(hub.live_streams().is_empty());
         assert_eq!(hub.stats.publishes_refused.load(Ordering::Relaxed), 1);
@@ -364,7 +378,10 @@ mod tests {
         let mut stream = seen.lock().unwrap().pop().unwrap();
         let mut kinds = Vec::new();
         while let Some(ev) = stream.events.recv().await {
-            kinds.push((ev.generation, matches!(ev.kind, StreamEventKind::PublisherGone)));
+            kinds.push((
+                ev.generation,
+                matches!(ev.kind, StreamEventKind::PublisherGone),
+            ));
         }
         assert_eq!(kinds, vec![(1, false), (1, true), (2, false), (2, true)]);
     }
@@ -387,7 +404,10 @@ mod tests {
         let mut stream = seen.lock().unwrap().pop().unwrap();
         while stream.events.try_recv().is_ok() {}
         p.frame(f(false));
-        assert!(stream.events.try_recv().is_err(), "non-key frame dropped while resyncing");
+        assert!(
+            stream.events.try_recv().is_err(),
+            "non-key frame dropped while resyncing"
+        );
         p.frame(f(true));
         assert!(stream.events.try_recv().is_ok());
     }

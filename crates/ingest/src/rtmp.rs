@@ -266,11 +266,18 @@ impl Conn<'_> {
 
     fn event(&mut self, ev: ServerSessionEvent) -> Result<(), ConnError> {
         match ev {
-            ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
+            ServerSessionEvent::ConnectionRequested {
+                request_id,
+                app_name,
+            } => {
                 if app_name.trim_end_matches('/') != self.config.app {
                     let r = self
                         .session
-                        .reject_request(request_id, "NetConnection.Connect.Rejected", "unknown application")
+                        .reject_request(
+                            request_id,
+                            "NetConnection.Connect.Rejected",
+                            "unknown application",
+                        )
                         .map_err(|e| ConnError::Session(e.to_string()))?;
                     self.results(r)?;
                     return Err(ConnError::WrongApp(app_name));
@@ -305,7 +312,11 @@ impl Conn<'_> {
                     Err(_) => {
                         let r = self
                             .session
-                            .reject_request(request_id, "NetStream.Publish.BadName", "unknown stream key")
+                            .reject_request(
+                                request_id,
+                                "NetStream.Publish.BadName",
+                                "unknown stream key",
+                            )
                             .map_err(|e| ConnError::Session(e.to_string()))?;
                         self.results(r)?;
                         return Err(ConnError::UnknownKey);
@@ -324,10 +335,14 @@ impl Conn<'_> {
                 self.results(r)?;
                 return Err(ConnError::Play);
             }
-            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
+            ServerSessionEvent::VideoDataReceived {
+                data, timestamp, ..
+            } => {
                 self.media(true, timestamp.value, &data)?;
             }
-            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
+            ServerSessionEvent::AudioDataReceived {
+                data, timestamp, ..
+            } => {
                 self.media(false, timestamp.value, &data)?;
             }
             ServerSessionEvent::PublishStreamFinished { .. } => {
@@ -352,7 +367,11 @@ impl Conn<'_> {
             Some(FlvEvent::Config(c)) => publisher.config(c),
             Some(FlvEvent::Frame(f)) => {
                 if let Some(c) = &self.counters {
-                    let counter = if video { &c.video_frames } else { &c.audio_frames };
+                    let counter = if video {
+                        &c.video_frames
+                    } else {
+                        &c.audio_frames
+                    };
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
                 publisher.frame(f);

@@ -83,7 +83,11 @@ impl AacConfig {
     }
 
     /// Builds an AudioSpecificConfig from ADTS header fields.
-    pub fn from_adts(profile: u8, sample_rate_index: u8, channels: u8) -> Result<AacConfig, MediaError> {
+    pub fn from_adts(
+        profile: u8,
+        sample_rate_index: u8,
+        channels: u8,
+    ) -> Result<AacConfig, MediaError> {
         let object_type = profile + 1;
         let asc = [
             (object_type << 3) | (sample_rate_index >> 1),

@@ -307,6 +307,9 @@ mod tests {
         let mut bad = AVCC_720P_HIGH.to_vec();
         bad[0] = 7;
         assert!(AvcConfig::parse(Bytes::from(bad)).is_err());
-        assert!(AvcConfig::parse(Bytes::from_static(&[1, 0x64, 0, 0x1f, 0xff, 0xe1, 0xff, 0xff])).is_err());
+        assert!(AvcConfig::parse(Bytes::from_static(&[
+            1, 0x64, 0, 0x1f, 0xff, 0xe1, 0xff, 0xff
+        ]))
+        .is_err());
     }
 }

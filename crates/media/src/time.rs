@@ -90,7 +90,10 @@ mod tests {
     fn formats_dates() {
         let t = UNIX_EPOCH + Duration::from_millis(1_795_723_352_123);
         assert_eq!(format_rfc3339_millis(t), "2026-11-26T20:02:32.123Z");
-        assert_eq!(format_rfc3339_millis(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_rfc3339_millis(UNIX_EPOCH),
+            "1970-01-01T00:00:00.000Z"
+        );
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(format_rfc3339_millis(leap), "2000-02-29T00:00:00.000Z");
     }

@@ -271,16 +271,26 @@ pub fn chunk(sequence: u32, runs: &[TrackRun<'_>]) -> Bytes {
                 write_full_box(b, b"tfhd", 0, 0x02_0000, |b| b.put_u32(run.track_id));
                 write_full_box(b, b"tfdt", 1, 0, |b| b.put_u64(run.base_decode_time));
                 // data-offset, duration, size, flags, composition offset (signed: version 1)
-                write_full_box(b, b"trun", 1, 0x0001 | 0x0100 | 0x0200 | 0x0400 | 0x0800, |b| {
-                    b.put_u32(run.samples.len() as u32);
-                    b.put_i32(data_offset as i32);
-                    for s in run.samples {
-                        b.put_u32(s.duration);
-                        b.put_u32(s.data.len() as u32);
-                        b.put_u32(if s.keyframe { SAMPLE_SYNC } else { SAMPLE_NON_SYNC });
-                        b.put_i32(s.composition_offset);
-                    }
-                });
+                write_full_box(
+                    b,
+                    b"trun",
+                    1,
+                    0x0001 | 0x0100 | 0x0200 | 0x0400 | 0x0800,
+                    |b| {
+                        b.put_u32(run.samples.len() as u32);
+                        b.put_i32(data_offset as i32);
+                        for s in run.samples {
+                            b.put_u32(s.duration);
+                            b.put_u32(s.data.len() as u32);
+                            b.put_u32(if s.keyframe {
+                                SAMPLE_SYNC
+                            } else {
+                                SAMPLE_NON_SYNC
+                            });
+                            b.put_i32(s.composition_offset);
+                        }
+                    },
+                );
             });
             data_offset += run.samples.iter().map(|s| s.data.len()).sum::<usize>();
         }
@@ -332,7 +342,15 @@ mod tests {
         let kinds: Vec<_> = boxes.iter().map(|b| &b.0).collect();
         assert_eq!(kinds, vec![b"ftyp", b"moov"]);
         let s = &init[..];
-        for needle in [&b"avcC"[..], b"esds", b"mp4a", b"trex", b"mvex", b"smhd", b"vmhd"] {
+        for needle in [
+            &b"avcC"[..],
+            b"esds",
+            b"mp4a",
+            b"trex",
+            b"mvex",
+            b"smhd",
+            b"vmhd",
+        ] {
             assert!(s.windows(4).any(|w| w == needle), "missing {needle:?}");
         }
     }

@@ -42,25 +42,40 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/streams", get(api_streams))
         .route("/healthz", get(|| async { "ok\n" }))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), count_responses))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            count_responses,
+        ))
         .layer(
             tower_http::cors::CorsLayer::new()
                 .allow_origin(tower_http::cors::Any)
                 .allow_methods([axum::http::Method::GET, axum::http::Method::HEAD])
-                .expose_headers([header::AGE, header::ETAG, header::HeaderName::from_static("x-ferrocast-session")]),
+                .expose_headers([
+                    header::AGE,
+                    header::ETAG,
+                    header::HeaderName::from_static("x-ferrocast-session"),
+                ]),
         )
         .with_state(state)
 }
 
 /// Serves HTTP until `shutdown` fires.
-pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
 
 async fn count_responses(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = match req.extensions().get::<MatchedPath>().map(MatchedPath::as_str) {
+    let route = match req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str)
+    {
         Some("/live/{name}/index.m3u8") => "multivariant",
         Some("/live/{name}/{rendition}/{file}") => {
             let path = req.uri().path();
@@ -80,14 +95,20 @@ async fn count_responses(State(state): State<AppState>, req: Request, next: Next
         None => "unmatched",
     };
     let resp = next.run(req).await;
-    state.streams.metrics.http_response(route, resp.status().as_u16());
+    state
+        .streams
+        .metrics
+        .http_response(route, resp.status().as_u16());
     resp
 }
 
 fn plain(status: StatusCode, msg: &str) -> Response {
     (
         status,
-        [(header::CACHE_CONTROL, "no-cache"), (header::CONTENT_TYPE, "text/plain")],
+        [
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_TYPE, "text/plain"),
+        ],
         format!("{msg}\n"),
     )
         .into_response()
@@ -197,8 +218,18 @@ pub fn parse_directives(query: Option<&str>) -> Result<Directives, &'static str>
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match k {
-            "_HLS_msn" => d.msn = Some(v.parse().map_err(|_| "_HLS_msn must be a decimal integer")?),
-            "_HLS_part" => d.part = Some(v.parse().map_err(|_| "_HLS_part must be a decimal integer")?),
+            "_HLS_msn" => {
+                d.msn = Some(
+                    v.parse()
+                        .map_err(|_| "_HLS_msn must be a decimal integer")?,
+                )
+            }
+            "_HLS_part" => {
+                d.part = Some(
+                    v.parse()
+                        .map_err(|_| "_HLS_part must be a decimal integer")?,
+                )
+            }
             "_HLS_skip" => match v {
                 "YES" | "v2" => d.skip = true,
                 "NO" => {}
@@ -229,7 +260,12 @@ async fn rendition_file(
     if let Some(version) = parse_init(&file) {
         let init = r.lock().init(version).cloned();
         return match init {
-            Some(bytes) => immutable(&stream, bytes, hash_str(&format!("{}{version}", stream.session)), &headers),
+            Some(bytes) => immutable(
+                &stream,
+                bytes,
+                hash_str(&format!("{}{version}", stream.session)),
+                &headers,
+            ),
             None => not_found(),
         };
     }
@@ -252,21 +288,32 @@ fn parse_init(file: &str) -> Option<u32> {
     if file == "init.mp4" {
         return Some(0);
     }
-    file.strip_prefix("init-")?.strip_suffix(".mp4")?.parse().ok()
+    file.strip_prefix("init-")?
+        .strip_suffix(".mp4")?
+        .parse()
+        .ok()
 }
 
 fn blocking_deadline(w: &LiveWindow) -> Duration {
     Duration::from_secs(3 * u64::from(w.target_duration().unwrap_or(2)))
 }
 
-async fn media_playlist(state: &AppState, stream: &LiveStream, r: &Rendition, query: Option<&str>) -> Response {
+async fn media_playlist(
+    state: &AppState,
+    stream: &LiveStream,
+    r: &Rendition,
+    query: Option<&str>,
+) -> Response {
     let directives = match parse_directives(query) {
         Ok(d) => d,
         Err(e) => return plain(StatusCode::BAD_REQUEST, e),
     };
     let started = Instant::now();
     // A stream that is starting: wait for its first segment.
-    let ready = wait_window(r, started + STARTUP_WAIT, |w| (w.ready() || w.ended()).then_some(w.ready())).await;
+    let ready = wait_window(r, started + STARTUP_WAIT, |w| {
+        (w.ready() || w.ended()).then_some(w.ready())
+    })
+    .await;
     if ready != Some(true) {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "stream is not ready yet");
     }
@@ -278,7 +325,9 @@ async fn media_playlist(state: &AppState, stream: &LiveStream, r: &Rendition, qu
             Decision::Hold => {
                 if !held {
                     held = true;
-                    metrics.blocked_in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    metrics
+                        .blocked_in_flight
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 None
             }
@@ -287,14 +336,19 @@ async fn media_playlist(state: &AppState, stream: &LiveStream, r: &Rendition, qu
     })
     .await;
     if held {
-        metrics.blocked_in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .blocked_in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         metrics.blocked_hold.observe(started.elapsed());
     }
     match decision {
         Some(Decision::Ready) => {}
         Some(Decision::BadRequest(why)) => return plain(StatusCode::BAD_REQUEST, why),
         Some(Decision::Hold) | None => {
-            return plain(StatusCode::SERVICE_UNAVAILABLE, "the requested part did not appear in time")
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the requested part did not appear in time",
+            )
         }
     }
     let reports = stream
@@ -329,7 +383,10 @@ async fn media_playlist(state: &AppState, stream: &LiveStream, r: &Rendition, qu
     } else {
         "no-cache".to_owned()
     };
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_str(&cache).unwrap_or(HeaderValue::from_static("no-cache")));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(&cache).unwrap_or(HeaderValue::from_static("no-cache")),
+    );
     if let Ok(v) = HeaderValue::from_str(&etag_of(hash_str(&body))) {
         h.insert(header::ETAG, v);
     }
@@ -366,7 +423,13 @@ fn immutable(stream: &LiveStream, bytes: Bytes, etag: u64, req: &HeaderMap) -> R
     (h, bytes).into_response()
 }
 
-async fn serve_part(stream: &LiveStream, r: Arc<Rendition>, msn: u64, part: usize, req: &HeaderMap) -> Response {
+async fn serve_part(
+    stream: &LiveStream,
+    r: Arc<Rendition>,
+    msn: u64,
+    part: usize,
+    req: &HeaderMap,
+) -> Response {
     let state = r.lock().part_state(msn, part);
     let state = match state {
         PartState::Next => {
@@ -456,7 +519,8 @@ fn stream_part(
             let next = st.r.lock().part_bytes_after(msn, part, st.sent);
             match next {
                 Some((chunks, complete)) => {
-                    st.queue.extend(chunks.into_iter().filter(|c| !c.is_empty()));
+                    st.queue
+                        .extend(chunks.into_iter().filter(|c| !c.is_empty()));
                     st.done = complete;
                     if !st.queue.is_empty() || complete {
                         continue;
@@ -505,17 +569,15 @@ async fn serve_segment(stream: &LiveStream, r: &Rendition, msn: u64, req: &Heade
     }
     let len: usize = parts.iter().map(Bytes::len).sum();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    let body = Body::from_stream(futures_util::stream::iter(parts.into_iter().map(Ok::<_, std::io::Error>)));
+    let body = Body::from_stream(futures_util::stream::iter(
+        parts.into_iter().map(Ok::<_, std::io::Error>),
+    ));
     (h, body).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let body = state.streams.metrics.render(&state.hub.stats);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 async fn api_streams(State(state): State<AppState>) -> Response {
@@ -560,7 +622,10 @@ async fn api_streams(State(state): State<AppState>) -> Response {
         })
         .collect();
     (
-        [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         serde_json::json!({ "streams": streams }).to_string(),
     )
         .into_response()

@@ -153,7 +153,8 @@ impl Streams {
             map.insert(new.name.clone(), Arc::clone(&stream));
         }
         let streams = Arc::clone(self);
-        let span = tracing::info_span!(parent: None, "stream", stream = %new.name, session = %new.session);
+        let span =
+            tracing::info_span!(parent: None, "stream", stream = %new.name, session = %new.session);
         tokio::spawn(
             async move {
                 tracing::info!("packaging started");
@@ -161,7 +162,10 @@ impl Streams {
                 tracing::info!("stream ended: playlists have ENDLIST");
                 tokio::time::sleep(streams.config.ended_linger).await;
                 let mut map = streams.map.write().unwrap_or_else(|e| e.into_inner());
-                if map.get(&stream.name).is_some_and(|s| Arc::ptr_eq(s, &stream)) {
+                if map
+                    .get(&stream.name)
+                    .is_some_and(|s| Arc::ptr_eq(s, &stream))
+                {
                     map.remove(&stream.name);
                 }
             }
@@ -171,7 +175,10 @@ impl Streams {
 }
 
 async fn run_packager(streams: &Streams, stream: &LiveStream, mut new: NewStream) {
-    let cfg = PackagerConfig::new(streams.config.part_target, streams.config.min_target_duration);
+    let cfg = PackagerConfig::new(
+        streams.config.part_target,
+        streams.config.min_target_duration,
+    );
     let mut packager = Packager::new(cfg);
     let rendition = &stream.renditions[0];
     let metrics = &streams.metrics;
@@ -181,7 +188,8 @@ async fn run_packager(streams: &Streams, stream: &LiveStream, mut new: NewStream
         if let ingest::StreamEventKind::PublisherStarted { peer, protocol } = &ev.kind {
             tracing::info!(%peer, protocol, generation = ev.generation, "publisher started");
         }
-        let is_video = matches!(&ev.kind, ingest::StreamEventKind::Frame(f) if f.track == media::Track::Video);
+        let is_video =
+            matches!(&ev.kind, ingest::StreamEventKind::Frame(f) if f.track == media::Track::Video);
         let out = packager.push(ev.generation, &ev.kind, SystemTime::now());
         if out.is_empty() {
             continue;
@@ -197,7 +205,9 @@ async fn run_packager(streams: &Streams, stream: &LiveStream, mut new: NewStream
                     Packaged::Init { config, .. } => {
                         let mut info = rendition.info.lock().unwrap_or_else(|e| e.into_inner());
                         info.codecs = match &config.audio {
-                            Some(a) => format!("{},{}", config.video.codec_string(), a.codec_string()),
+                            Some(a) => {
+                                format!("{},{}", config.video.codec_string(), a.codec_string())
+                            }
                             None => config.video.codec_string(),
                         };
                         info.width = config.video.info.width;

@@ -104,8 +104,16 @@ impl Metrics {
             out,
             "# HELP ferrocast_publishes_total Publish attempts by result.\n# TYPE ferrocast_publishes_total counter"
         );
-        let _ = writeln!(out, "ferrocast_publishes_total{{result=\"accepted\"}} {}", c(&hub.publishes_accepted));
-        let _ = writeln!(out, "ferrocast_publishes_total{{result=\"refused\"}} {}", c(&hub.publishes_refused));
+        let _ = writeln!(
+            out,
+            "ferrocast_publishes_total{{result=\"accepted\"}} {}",
+            c(&hub.publishes_accepted)
+        );
+        let _ = writeln!(
+            out,
+            "ferrocast_publishes_total{{result=\"refused\"}} {}",
+            c(&hub.publishes_refused)
+        );
         let _ = writeln!(
             out,
             "# HELP ferrocast_takeovers_total Publishes that took over a live stream.\n# TYPE ferrocast_takeovers_total counter\nferrocast_takeovers_total {}",
@@ -119,12 +127,24 @@ impl Metrics {
         let ingest = self.ingest.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(out, "# HELP ferrocast_ingest_bytes_total Bytes received from publishers.\n# TYPE ferrocast_ingest_bytes_total counter");
         for (name, v) in ingest.iter() {
-            let _ = writeln!(out, "ferrocast_ingest_bytes_total{{stream=\"{name}\"}} {}", c(&v.bytes));
+            let _ = writeln!(
+                out,
+                "ferrocast_ingest_bytes_total{{stream=\"{name}\"}} {}",
+                c(&v.bytes)
+            );
         }
         let _ = writeln!(out, "# HELP ferrocast_ingest_frames_total Frames received from publishers.\n# TYPE ferrocast_ingest_frames_total counter");
         for (name, v) in ingest.iter() {
-            let _ = writeln!(out, "ferrocast_ingest_frames_total{{stream=\"{name}\",track=\"video\"}} {}", c(&v.video_frames));
-            let _ = writeln!(out, "ferrocast_ingest_frames_total{{stream=\"{name}\",track=\"audio\"}} {}", c(&v.audio_frames));
+            let _ = writeln!(
+                out,
+                "ferrocast_ingest_frames_total{{stream=\"{name}\",track=\"video\"}} {}",
+                c(&v.video_frames)
+            );
+            let _ = writeln!(
+                out,
+                "ferrocast_ingest_frames_total{{stream=\"{name}\",track=\"audio\"}} {}",
+                c(&v.audio_frames)
+            );
         }
         drop(ingest);
         self.part_publish_delay.render(
@@ -152,7 +172,10 @@ impl Metrics {
         rows.sort();
         let _ = writeln!(out, "# HELP ferrocast_http_responses_total HTTP responses by route and status.\n# TYPE ferrocast_http_responses_total counter");
         for ((route, status), n) in rows {
-            let _ = writeln!(out, "ferrocast_http_responses_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "ferrocast_http_responses_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
         }
         out
     }

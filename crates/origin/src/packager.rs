@@ -52,7 +52,11 @@ impl PackagerConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Packaged {
     /// A new init segment version (the first, or after a codec change).
-    Init { version: u32, bytes: Bytes, config: InitConfig },
+    Init {
+        version: u32,
+        bytes: Bytes,
+        config: InitConfig,
+    },
     /// The first segment closed: EXT-X-TARGETDURATION is now fixed for the stream.
     TargetDuration(u32),
     SegmentStart {
@@ -62,13 +66,19 @@ pub enum Packaged {
         /// 90 kHz output timestamp of the segment's first video frame.
         start: i64,
     },
-    PartStart { independent: bool },
+    PartStart {
+        independent: bool,
+    },
     /// Bytes appended to the current part.
     Chunk(Bytes),
     /// Duration in 90 kHz ticks.
-    PartEnd { duration: i64 },
+    PartEnd {
+        duration: i64,
+    },
     /// Duration in 90 kHz ticks (the sum of its parts).
-    SegmentEnd { duration: i64 },
+    SegmentEnd {
+        duration: i64,
+    },
 }
 
 #[derive(Debug)]
@@ -169,7 +179,12 @@ impl Packager {
     }
 
     /// Feeds one hub event (of any generation: stale ones are ignored).
-    pub fn push(&mut self, generation: u64, event: &StreamEventKind, now: SystemTime) -> Vec<Packaged> {
+    pub fn push(
+        &mut self,
+        generation: u64,
+        event: &StreamEventKind,
+        now: SystemTime,
+    ) -> Vec<Packaged> {
         if generation < self.generation {
             return Vec::new();
         }
@@ -439,7 +454,8 @@ impl Packager {
             return;
         }
         self.sequence = self.sequence.wrapping_add(1);
-        self.out.push(Packaged::Chunk(fmp4::chunk(self.sequence, &runs)));
+        self.out
+            .push(Packaged::Chunk(fmp4::chunk(self.sequence, &runs)));
     }
 
     fn close_part(&mut self, end: i64) {
@@ -476,7 +492,9 @@ impl Packager {
     fn start_segment(&mut self, d: i64, now: SystemTime) {
         let _ = now;
         let (wall, at) = self.generation_wall;
-        let since = Duration::from_nanos(((d - at).max(0) as u64).saturating_mul(1_000_000_000 / TICKS as u64));
+        let since = Duration::from_nanos(
+            ((d - at).max(0) as u64).saturating_mul(1_000_000_000 / TICKS as u64),
+        );
         self.seg = Some(SegState {
             start: d,
             parts_total: 0,
@@ -536,8 +554,16 @@ mod tests {
             },
             SystemTime::UNIX_EPOCH,
         );
-        out.extend(p.push(generation, &K::Config(CodecConfig::Avc(avc())), SystemTime::UNIX_EPOCH));
-        out.extend(p.push(generation, &K::Config(CodecConfig::Aac(aac())), SystemTime::UNIX_EPOCH));
+        out.extend(p.push(
+            generation,
+            &K::Config(CodecConfig::Avc(avc())),
+            SystemTime::UNIX_EPOCH,
+        ));
+        out.extend(p.push(
+            generation,
+            &K::Config(CodecConfig::Aac(aac())),
+            SystemTime::UNIX_EPOCH,
+        ));
         out
     }
 
@@ -582,7 +608,10 @@ mod tests {
                 Packaged::SegmentEnd { duration } => {
                     segments += 1;
                     assert_eq!(*duration, in_segment.iter().sum::<i64>());
-                    assert!((*duration - 2 * TICKS).abs() < TICKS / 50, "segment {duration}");
+                    assert!(
+                        (*duration - 2 * TICKS).abs() < TICKS / 50,
+                        "segment {duration}"
+                    );
                     let (last, rest) = in_segment.split_last().unwrap();
                     assert!(*last <= target);
                     for d in rest {
@@ -594,9 +623,14 @@ mod tests {
                 _ => {}
             }
         }
-        assert_eq!(segments, 5, "the last segment closes when its last frame arrives");
+        assert_eq!(
+            segments, 5,
+            "the last segment closes when its last frame arrives"
+        );
         assert_eq!(p.target_duration(), Some(2));
-        assert!(out.iter().any(|e| matches!(e, Packaged::Init { version: 0, .. })));
+        assert!(out
+            .iter()
+            .any(|e| matches!(e, Packaged::Init { version: 0, .. })));
         // Once the GOP is regular, the part and the segment that end at a keyframe are closed
         // when their last frame arrives (before the keyframe): chunk, part end, segment end,
         // then the keyframe's segment start.
@@ -625,7 +659,10 @@ mod tests {
         assert!(out.iter().all(|e| !matches!(e, Packaged::Chunk(_))));
         // The new publisher's clock starts anywhere: output continues where it ended.
         let out = feed(&mut p, 2, 777_000, 2);
-        match out.iter().find(|e| matches!(e, Packaged::SegmentStart { .. })) {
+        match out
+            .iter()
+            .find(|e| matches!(e, Packaged::SegmentStart { .. }))
+        {
             Some(Packaged::SegmentStart {
                 discontinuity,
                 start,
@@ -643,9 +680,15 @@ mod tests {
     #[test]
     fn waits_for_keyframe_and_config() {
         let mut p = Packager::new(PackagerConfig::new(Duration::from_millis(333), 2));
-        assert!(p.push(1, &video(0, true), SystemTime::UNIX_EPOCH).is_empty(), "no config yet");
+        assert!(
+            p.push(1, &video(0, true), SystemTime::UNIX_EPOCH)
+                .is_empty(),
+            "no config yet"
+        );
         start(&mut p, 1);
-        assert!(p.push(1, &video(33, false), SystemTime::UNIX_EPOCH).is_empty());
+        assert!(p
+            .push(1, &video(33, false), SystemTime::UNIX_EPOCH)
+            .is_empty());
         assert!(p.push(1, &audio(0), SystemTime::UNIX_EPOCH).is_empty());
         let out = p.push(1, &video(66, true), SystemTime::UNIX_EPOCH);
         assert!(matches!(out[0], Packaged::Init { .. }));
@@ -662,10 +705,21 @@ mod tests {
             "../../media/testdata/avcc_180p_high.bin"
         )))
         .unwrap();
-        let out = p.push(1, &K::Config(CodecConfig::Avc(other)), SystemTime::UNIX_EPOCH);
+        let out = p.push(
+            1,
+            &K::Config(CodecConfig::Avc(other)),
+            SystemTime::UNIX_EPOCH,
+        );
         assert!(matches!(out.last(), Some(Packaged::SegmentEnd { .. })));
         let out = p.push(1, &video(3100, true), SystemTime::UNIX_EPOCH);
         assert!(matches!(out[0], Packaged::Init { version: 1, .. }));
-        assert!(matches!(out[1], Packaged::SegmentStart { discontinuity: true, init_version: 1, .. }));
+        assert!(matches!(
+            out[1],
+            Packaged::SegmentStart {
+                discontinuity: true,
+                init_version: 1,
+                ..
+            }
+        ));
     }
 }

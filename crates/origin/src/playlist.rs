@@ -86,11 +86,19 @@ pub fn media_playlist(w: &LiveWindow, opts: &MediaOptions) -> String {
         control_secs(can_skip_until),
         control_secs(part_hold_back)
     );
-    let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={}", control_secs(w.part_target_secs));
+    let _ = writeln!(
+        out,
+        "#EXT-X-PART-INF:PART-TARGET={}",
+        control_secs(w.part_target_secs)
+    );
     let first_msn = segments.first().map_or(0, |s| s.msn);
     let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first_msn}");
     if w.discontinuity_sequence() > 0 {
-        let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", w.discontinuity_sequence());
+        let _ = writeln!(
+            out,
+            "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+            w.discontinuity_sequence()
+        );
     }
     if opts.skip {
         let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
@@ -206,7 +214,9 @@ mod tests {
                 start: 0,
             });
             for p in 0..3 {
-                w.apply(Packaged::PartStart { independent: p == 0 });
+                w.apply(Packaged::PartStart {
+                    independent: p == 0,
+                });
                 w.apply(Packaged::Chunk(Bytes::from_static(b"x")));
                 w.apply(Packaged::PartEnd { duration: 30_000 });
             }
@@ -276,7 +286,13 @@ mod tests {
     #[test]
     fn delta_update_skips_old_segments() {
         let w = window(10, 10);
-        let p = media_playlist(&w, &MediaOptions { skip: true, reports: vec![] });
+        let p = media_playlist(
+            &w,
+            &MediaOptions {
+                skip: true,
+                reports: vec![],
+            },
+        );
         assert!(p.contains("#EXT-X-VERSION:9\n"));
         // 10 complete 1 s segments + 0.33 s open; CAN-SKIP-UNTIL = 6 s → the 4 oldest skipped.
         assert!(p.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=4\n"), "{p}");

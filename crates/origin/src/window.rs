@@ -60,7 +60,10 @@ impl Segment {
 /// What a request for a part finds.
 #[derive(Debug, Clone)]
 pub enum PartState {
-    Complete { bytes: Bytes, etag: u64 },
+    Complete {
+        bytes: Bytes,
+        etag: u64,
+    },
     /// Being written: the chunks so far.
     Writing,
     /// Not started yet, but it is the next part to be written (the preload hint).
@@ -190,7 +193,11 @@ impl LiveWindow {
     }
 
     fn evict(&mut self) {
-        let complete = self.segments.iter().filter(|s| s.duration.is_some()).count();
+        let complete = self
+            .segments
+            .iter()
+            .filter(|s| s.duration.is_some())
+            .count();
         let mut excess = complete.saturating_sub(self.max_segments);
         while excess > 0 {
             match self.segments.pop_front() {
@@ -238,7 +245,8 @@ impl LiveWindow {
 
     pub fn segment(&self, msn: u64) -> Option<&Segment> {
         let first = self.segments.front()?.msn;
-        self.segments.get(usize::try_from(msn.checked_sub(first)?).ok()?)
+        self.segments
+            .get(usize::try_from(msn.checked_sub(first)?).ok()?)
     }
 
     /// Highest MSN of a complete segment.
@@ -294,7 +302,12 @@ impl LiveWindow {
 
     /// The bytes of a part after the first `sent` bytes, and whether the part is complete.
     /// Streaming readers call this repeatedly with the count they have sent so far.
-    pub fn part_bytes_after(&self, msn: u64, index: usize, sent: usize) -> Option<(Vec<Bytes>, bool)> {
+    pub fn part_bytes_after(
+        &self,
+        msn: u64,
+        index: usize,
+        sent: usize,
+    ) -> Option<(Vec<Bytes>, bool)> {
         let part = self.segment(msn)?.parts.get(index)?;
         if let Some(b) = &part.bytes {
             return Some((vec![b.slice(sent.min(b.len())..)], true));
@@ -331,14 +344,26 @@ impl LiveWindow {
                 secs += d;
             }
         }
-        (secs > 0.0).then(|| (peak.ceil() as u64, (bytes as f64 * 8.0 / secs).ceil() as u64))
+        (secs > 0.0).then(|| {
+            (
+                peak.ceil() as u64,
+                (bytes as f64 * 8.0 / secs).ceil() as u64,
+            )
+        })
     }
 
     /// Bytes of media held (for memory accounting).
     pub fn bytes_held(&self) -> usize {
         self.segments
             .iter()
-            .map(|s| s.size + s.parts.iter().flat_map(|p| &p.chunks).map(Bytes::len).sum::<usize>())
+            .map(|s| {
+                s.size
+                    + s.parts
+                        .iter()
+                        .flat_map(|p| &p.chunks)
+                        .map(Bytes::len)
+                        .sum::<usize>()
+            })
             .sum()
     }
 }

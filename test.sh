@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One command to test Ferrocast: installs the system packages the suite needs (Debian's FFmpeg
+# CLI, a C toolchain), then checks formatting, lints, and runs the whole test suite (unit tests
+# and the integration tests that drive the real binary with the real ffmpeg CLI).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need=()
+command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+if [ "${#need[@]}" -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${need[@]}"
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
