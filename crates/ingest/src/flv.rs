@@ -338,3 +338,61 @@ mod tests {
         assert_eq!(b - a, 34 * 90);
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+
+    /// xorshift64*: deterministic pseudo-random bytes for the no-panic sweep.
+    fn rng(seed: u64) -> impl FnMut() -> u8 {
+        let mut x = seed | 1;
+        move || {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+        }
+    }
+
+    /// Random tag bodies (with valid-looking first bytes half the time) never panic the
+    /// demuxer, whatever state it is in.
+    #[test]
+    fn random_tags_never_panic() {
+        let mut next = rng(0x5eed);
+        let mut d = FlvDemuxer::default();
+        let header = Bytes::from_static(&[
+            0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0, 0x1f, 1, 0, 1,
+            0x68,
+        ]);
+        let _ = d.video(0, &header);
+        for i in 0..20_000u32 {
+            let len = usize::from(next()) % 64;
+            let mut body: Vec<u8> = (0..len).map(|_| next()).collect();
+            if i % 2 == 0 && !body.is_empty() {
+                body[0] = [0x17, 0x27, 0xaf][usize::from(next()) % 3];
+            }
+            let body = Bytes::from(body);
+            let ts = u32::from(next()) << 24 | i;
+            let _ = if next() % 2 == 0 {
+                d.video(ts, &body)
+            } else {
+                d.audio(ts, &body)
+            };
+        }
+    }
+
+    #[test]
+    fn random_codec_configs_never_panic() {
+        let mut next = rng(42);
+        for _ in 0..20_000 {
+            let len = usize::from(next()) % 48;
+            let mut b: Vec<u8> = (0..len).map(|_| next()).collect();
+            if len > 8 {
+                b[0] = 1; // avcC version, so parsing goes deeper
+                b[6] = 0;
+            }
+            let _ = media::AvcConfig::parse(Bytes::from(b.clone()));
+            let _ = media::AacConfig::parse(Bytes::from(b));
+        }
+    }
+}

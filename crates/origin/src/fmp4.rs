@@ -406,4 +406,29 @@ mod tests {
         let off2 = i32::from_be_bytes(c[trun2 + 12..trun2 + 16].try_into().unwrap()) as usize;
         assert_eq!(&c[off2..off2 + 3], &[0x21, 0x10, 0x04]);
     }
+
+    fn fnv1a(data: &[u8]) -> u64 {
+        data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    /// Golden bytes: the init segment for a fixed config must not change by accident (players
+    /// and caches see it). Its structure is checked by ffprobe in the integration tests; if you
+    /// change the writer on purpose, update the digest and say why in the commit.
+    #[test]
+    fn init_segment_golden_digest() {
+        let aac = AacConfig::parse(Bytes::from_static(&[0x11, 0x90])).unwrap();
+        let init = init_segment(&InitConfig {
+            video: avc(),
+            audio: Some(aac),
+        });
+        assert_eq!(
+            (init.len(), format!("{:016x}", fnv1a(&init)).as_str()),
+            GOLDEN_INIT,
+            "init segment bytes changed"
+        );
+    }
+
+    const GOLDEN_INIT: (usize, &str) = (1130, "7d575e27d6e63e40");
 }
