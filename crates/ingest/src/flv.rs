@@ -368,12 +368,12 @@ mod robustness {
         for i in 0..20_000u32 {
             let len = usize::from(next()) % 64;
             let mut body: Vec<u8> = (0..len).map(|_| next()).collect();
-            if i % 2 == 0 && !body.is_empty() {
+            if i.is_multiple_of(2) && !body.is_empty() {
                 body[0] = [0x17, 0x27, 0xaf][usize::from(next()) % 3];
             }
             let body = Bytes::from(body);
             let ts = u32::from(next()) << 24 | i;
-            let _ = if next() % 2 == 0 {
+            let _ = if next().is_multiple_of(2) {
                 d.video(ts, &body)
             } else {
                 d.audio(ts, &body)
