@@ -392,9 +392,11 @@ impl Packager {
         let Some(cfg) = &self.audio else {
             return;
         };
-        if self.offset.is_none() || self.part.is_none() && self.seg.is_none() {
+        if self.offset.is_none() {
             return; // before the generation's first keyframe
         }
+        // Between parts (or between a segment closed early and its successor's keyframe) audio
+        // waits here and goes out with the next video frame's chunk.
         let frame = i64::from(cfg.samples_per_frame());
         let mut d = f.dts + self.audio_offset;
         if let Some(end) = self.audio_end {
@@ -721,5 +723,54 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// Audio samples per track id in a chunk (walks moof/traf/tfhd/trun).
+    fn audio_samples(chunk: &[u8]) -> u32 {
+        let be32 =
+            |b: &[u8], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let moof_len = be32(chunk, 0) as usize;
+        let mut pos = 8;
+        let mut total = 0;
+        while pos + 8 <= moof_len {
+            let size = be32(chunk, pos) as usize;
+            if &chunk[pos + 4..pos + 8] == b"traf" {
+                // tfhd is the first child: size(4) type(4) version/flags(4) track_id(4)
+                let track = be32(chunk, pos + 8 + 12);
+                let mut c = pos + 8;
+                while c < pos + size {
+                    let csize = be32(chunk, c) as usize;
+                    if &chunk[c + 4..c + 8] == b"trun" && track == AUDIO_TRACK_ID {
+                        total += be32(chunk, c + 12);
+                    }
+                    c += csize;
+                }
+            }
+            pos += size;
+        }
+        total
+    }
+
+    #[test]
+    fn no_audio_is_lost_at_part_or_segment_boundaries() {
+        let mut p = Packager::new(PackagerConfig::new(Duration::from_millis(333), 2));
+        start(&mut p, 1);
+        let out = feed(&mut p, 1, 0, 10);
+        let mut out = out;
+        out.extend(p.finish());
+        let emitted: u32 = out
+            .iter()
+            .filter_map(|e| match e {
+                Packaged::Chunk(b) => Some(audio_samples(b)),
+                _ => None,
+            })
+            .sum();
+        // feed() pushes audio up to the last video frame; all of it must come out except the
+        // one frame that arrives before the first keyframe (dropped by design).
+        let pushed = (0..10 * 48_000)
+            .step_by(1024)
+            .filter(|s| *s * 1000 / 48_000 <= 299 * 1000 / 30)
+            .count();
+        assert_eq!(emitted as usize, pushed - 1);
     }
 }
