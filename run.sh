@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One command to run Ferrocast on Debian 12: installs what is missing (Debian's FFmpeg and a C
-# toolchain), builds the release binary and starts the origin (`ferrocast serve`).
+# One command to run Ferrocast on Debian 12: installs what is missing (Debian's FFmpeg, libsrt
+# and a C toolchain), builds the release binary and starts the origin (`ferrocast serve`).
 #
 #   ./run.sh                       # origin on rtmp://0.0.0.0:1935/live and http://0.0.0.0:8080
 #   ./run.sh --demo                # ... and publish an ffmpeg test pattern to watch right away
@@ -17,6 +17,7 @@ done
 need=()
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+[ -e /usr/include/srt/srt.h ] || need+=(libsrt-openssl-dev)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command to test Ferrocast: installs the system packages the suite needs (Debian's FFmpeg
-# CLI, a C toolchain), then checks formatting, lints, and runs the whole test suite (unit tests
+# CLI, libsrt, srt-tools, a C toolchain), then checks formatting, lints, and runs the whole test suite (unit tests
 # and the integration tests that drive the real binary with the real ffmpeg CLI).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -9,6 +9,8 @@ need=()
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+[ -e /usr/include/srt/srt.h ] || need+=(libsrt-openssl-dev)
+command -v srt-live-transmit >/dev/null 2>&1 || need+=(srt-tools)
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"

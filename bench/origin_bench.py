@@ -103,7 +103,8 @@ def run_origin(n, seconds, src):
         for i in range(n):
             f.write(f'[[streams]]\nname = "s{i}"\nkey = "bench-key-{i:04d}"\n')
     server = subprocess.Popen(
-        [BIN, "serve", "--config", cfg, "--rtmp", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        [BIN, "serve", "--config", cfg, "--rtmp", "127.0.0.1:0", "--http", "127.0.0.1:0",
+         "--srt", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, "RUST_LOG": "warn"})
     line = server.stdout.readline()

@@ -18,6 +18,14 @@ pub struct Config {
     pub rtmp: String,
     /// HTTP listen address.
     pub http: String,
+    /// SRT listen address (UDP).
+    pub srt: String,
+    /// SRT latency (TSBPD) in milliseconds.
+    pub srt_latency_ms: u32,
+    /// Server-wide SRT passphrase (10-79 characters); callers must encrypt with it.
+    pub srt_passphrase: Option<String>,
+    /// Seconds without data after which an SRT publisher is closed.
+    pub srt_idle_timeout: f64,
     /// Seconds a stream stays live after its publisher drops (a reconnect within it continues
     /// the same playlists).
     pub grace_period: f64,
@@ -41,8 +49,11 @@ pub struct Config {
 pub struct StreamConfig {
     /// Public name: playback at `/live/{name}/index.m3u8`.
     pub name: String,
-    /// Secret publish key (the RTMP stream key).
+    /// Secret publish key (the RTMP stream key; `live/KEY` in an SRT stream id).
     pub key: String,
+    /// Optional SRT passphrase for this stream (overrides `srt_passphrase`).
+    #[serde(default)]
+    pub srt_passphrase: Option<String>,
 }
 
 impl Default for Config {
@@ -50,6 +61,10 @@ impl Default for Config {
         Config {
             rtmp: "0.0.0.0:1935".into(),
             http: "0.0.0.0:8080".into(),
+            srt: "0.0.0.0:9000".into(),
+            srt_latency_ms: 120,
+            srt_passphrase: None,
+            srt_idle_timeout: 10.0,
             grace_period: 10.0,
             part_target: 0.333,
             target_duration: 2,
@@ -91,9 +106,23 @@ impl Config {
             ("rtmp_handshake_timeout", self.rtmp_handshake_timeout),
             ("rtmp_idle_timeout", self.rtmp_idle_timeout),
             ("ended_linger", self.ended_linger),
+            ("srt_idle_timeout", self.srt_idle_timeout),
         ] {
             if !(0.0..=86_400.0).contains(&v) {
                 bail!("{what} must be between 0 and 86400 seconds");
+            }
+        }
+        if !(20..=8000).contains(&self.srt_latency_ms) {
+            bail!("srt_latency_ms must be between 20 and 8000");
+        }
+        let passphrases = self
+            .streams
+            .iter()
+            .filter_map(|s| s.srt_passphrase.as_ref())
+            .chain(self.srt_passphrase.as_ref());
+        for p in passphrases {
+            if !(10..=79).contains(&p.len()) {
+                bail!("SRT passphrases must be 10 to 79 characters long");
             }
         }
         let mut names = std::collections::HashSet::new();
@@ -145,6 +174,20 @@ impl Config {
             min_target_duration: self.target_duration,
             window_segments: self.window_segments,
             ended_linger: secs(self.ended_linger),
+        }
+    }
+
+    pub fn srt_config(&self) -> ingest::srt::SrtConfig {
+        ingest::srt::SrtConfig {
+            latency: Duration::from_millis(u64::from(self.srt_latency_ms)),
+            passphrase: self.srt_passphrase.clone(),
+            stream_passphrases: self
+                .streams
+                .iter()
+                .filter_map(|s| Some((StreamName::new(&s.name)?, s.srt_passphrase.clone()?)))
+                .collect(),
+            idle_timeout: secs(self.srt_idle_timeout),
+            ..Default::default()
         }
     }
 

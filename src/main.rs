@@ -1,4 +1,5 @@
-//! The `ferrocast` binary: `ferrocast serve` runs the origin (RTMP ingest + LL-HLS over HTTP).
+//! The `ferrocast` binary: `ferrocast serve` runs the origin (RTMP/SRT ingest + LL-HLS over
+//! HTTP).
 
 mod config;
 
@@ -22,7 +23,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the origin: RTMP ingest and LL-HLS over HTTP.
+    /// Run the origin: RTMP and SRT ingest, LL-HLS over HTTP.
     Serve {
         /// TOML config file (see deploy/origin.toml).
         #[arg(long)]
@@ -33,6 +34,9 @@ enum Command {
         /// HTTP listen address [default: 0.0.0.0:8080].
         #[arg(long)]
         http: Option<String>,
+        /// SRT listen address (UDP) [default: 0.0.0.0:9000].
+        #[arg(long)]
+        srt: Option<String>,
     },
 }
 
@@ -49,7 +53,12 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Serve { config, rtmp, http } => {
+        Command::Serve {
+            config,
+            rtmp,
+            http,
+            srt,
+        } => {
             let mut cfg = match &config {
                 Some(path) => config::Config::load(path)?,
                 None => config::Config::default(),
@@ -59,6 +68,9 @@ fn main() -> anyhow::Result<()> {
             }
             if let Some(a) = http {
                 cfg.http = a;
+            }
+            if let Some(a) = srt {
+                cfg.srt = a;
             }
             cfg.validate()?;
             runtime.block_on(serve(cfg))
@@ -89,12 +101,24 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     let http = TcpListener::bind(&cfg.http)
         .await
         .with_context(|| format!("binding HTTP on {}", cfg.http))?;
-    let (rtmp_addr, http_addr) = (rtmp.local_addr()?, http.local_addr()?);
-    tracing::info!(%rtmp_addr, %http_addr, "ferrocast origin listening");
-    // One machine-readable line on stdout, for scripts and tests that bind port 0.
-    println!("ferrocast listening rtmp={rtmp_addr} http={http_addr}");
-
     let shutdown = CancellationToken::new();
+    let srt_bind: std::net::SocketAddr = tokio::net::lookup_host(&cfg.srt)
+        .await?
+        .next()
+        .with_context(|| format!("resolving SRT address {}", cfg.srt))?;
+    let srt_addr = ingest::srt::start(
+        srt_bind,
+        Arc::clone(&hub),
+        metrics.clone() as Arc<dyn ingest::rtmp::IngestObserver>,
+        cfg.srt_config(),
+        shutdown.clone(),
+    )
+    .with_context(|| format!("binding SRT on {}", cfg.srt))?;
+    let (rtmp_addr, http_addr) = (rtmp.local_addr()?, http.local_addr()?);
+    tracing::info!(%rtmp_addr, %http_addr, %srt_addr, "ferrocast origin listening");
+    // One machine-readable line on stdout, for scripts and tests that bind port 0.
+    println!("ferrocast listening rtmp={rtmp_addr} http={http_addr} srt={srt_addr}");
+
     let rtmp_task = tokio::spawn(ingest::rtmp::run(
         rtmp,
         Arc::clone(&hub),

@@ -17,6 +17,7 @@ pub struct Server {
     child: Child,
     pub rtmp: SocketAddr,
     pub http: SocketAddr,
+    pub srt: SocketAddr,
     pub dir: tempfile::TempDir,
 }
 
@@ -30,7 +31,14 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferrocast"))
             .args(["serve", "--config"])
             .arg(&cfg)
-            .args(["--rtmp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args([
+                "--rtmp",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--srt",
+                "127.0.0.1:0",
+            ])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -57,6 +65,7 @@ impl Server {
         Server {
             rtmp: field("rtmp="),
             http: field("http="),
+            srt: field("srt="),
             child,
             dir,
         }
@@ -68,6 +77,12 @@ impl Server {
 
     pub fn rtmp_url(&self, key: &str) -> String {
         format!("rtmp://{}/live/{key}", self.rtmp)
+    }
+
+    /// An ffmpeg SRT URL with the given stream id. ffmpeg 5.1 passes the `streamid` value
+    /// through verbatim (no percent-decoding), so it is written raw.
+    pub fn srt_url(&self, stream_id: &str) -> String {
+        format!("srt://{}?streamid={stream_id}&latency=120000", self.srt)
     }
 
     pub fn pid(&self) -> u32 {
@@ -211,6 +226,19 @@ impl Publisher {
         let child = Command::new("ffmpeg")
             .args(source.ffmpeg_args())
             .args(["-f", "flv", url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ffmpeg must be installed (apt-get install ffmpeg)");
+        Publisher { child }
+    }
+
+    /// The real ffmpeg CLI publishing MPEG-TS over SRT to `url` (see [`Server::srt_url`]).
+    pub fn srt(url: &str, source: &Source) -> Publisher {
+        let child = Command::new("ffmpeg")
+            .args(source.ffmpeg_args())
+            .args(["-f", "mpegts", url])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
