@@ -41,6 +41,10 @@ pub struct Config {
     pub rtmp_idle_timeout: f64,
     /// Seconds an ended stream's playlists (with EXT-X-ENDLIST) stay available.
     pub ended_linger: f64,
+    /// Shared secret edges send with their viewer reports (`Authorization: Bearer …`).
+    pub edge_token: Option<String>,
+    /// Viewers = distinct sessions seen within this many seconds.
+    pub viewer_window: f64,
     pub streams: Vec<StreamConfig>,
 }
 
@@ -72,6 +76,8 @@ impl Default for Config {
             rtmp_handshake_timeout: 10.0,
             rtmp_idle_timeout: 10.0,
             ended_linger: 60.0,
+            edge_token: None,
+            viewer_window: 15.0,
             streams: Vec::new(),
         }
     }
@@ -107,6 +113,7 @@ impl Config {
             ("rtmp_idle_timeout", self.rtmp_idle_timeout),
             ("ended_linger", self.ended_linger),
             ("srt_idle_timeout", self.srt_idle_timeout),
+            ("viewer_window", self.viewer_window),
         ] {
             if !(0.0..=86_400.0).contains(&v) {
                 bail!("{what} must be between 0 and 86400 seconds");
@@ -177,6 +184,14 @@ impl Config {
         }
     }
 
+    pub fn edges(&self) -> origin::edges::Edges {
+        origin::edges::Edges::new(
+            self.edge_token.clone(),
+            Duration::from_secs(4),
+            secs(self.viewer_window),
+        )
+    }
+
     pub fn srt_config(&self) -> ingest::srt::SrtConfig {
         ingest::srt::SrtConfig {
             latency: Duration::from_millis(u64::from(self.srt_latency_ms)),
@@ -200,6 +215,106 @@ impl Config {
     }
 }
 
+/// `ferrocast edge` configuration (TOML, all keys optional except the origin, which may come
+/// from `--origin`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeFileConfig {
+    /// Origin base URL, e.g. `http://origin:8080`.
+    pub origin: Option<String>,
+    /// HTTP listen address.
+    pub http: String,
+    /// The URL viewers reach this edge at (for the origin's director); default
+    /// `http(s)://<listen address>`.
+    pub public_url: Option<String>,
+    /// Edge id in reports and logs (default: random).
+    pub id: Option<String>,
+    /// Shared secret for viewer reports (the origin's `edge_token`).
+    pub token: Option<String>,
+    /// Cache memory budget in MiB.
+    pub cache_mb: usize,
+    /// PEM certificate chain and key: serve HTTPS with HTTP/2 (ALPN) instead of plain HTTP.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// Seconds between viewer reports.
+    pub report_interval: f64,
+    /// Viewers = distinct sessions seen within this many seconds.
+    pub viewer_window: f64,
+    /// Seconds to wait for the origin on a playlist before serving the last good copy.
+    pub stale_after: f64,
+}
+
+impl Default for EdgeFileConfig {
+    fn default() -> Self {
+        EdgeFileConfig {
+            origin: None,
+            http: "0.0.0.0:8081".into(),
+            public_url: None,
+            id: None,
+            token: None,
+            cache_mb: 256,
+            tls_cert: None,
+            tls_key: None,
+            report_interval: 1.0,
+            viewer_window: 15.0,
+            stale_after: 2.0,
+        }
+    }
+}
+
+impl EdgeFileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<EdgeFileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let origin = self.origin.as_deref().unwrap_or("");
+        if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+            bail!("the origin must be an http:// or https:// URL (--origin or `origin`)");
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!("tls_cert and tls_key go together");
+        }
+        if !(1..=1 << 20).contains(&self.cache_mb) {
+            bail!("cache_mb must be between 1 and 1048576");
+        }
+        for (what, v) in [
+            ("report_interval", self.report_interval),
+            ("viewer_window", self.viewer_window),
+            ("stale_after", self.stale_after),
+        ] {
+            if !(0.05..=3600.0).contains(&v) {
+                bail!("{what} must be between 0.05 and 3600 seconds");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn edge_config(&self, bound: std::net::SocketAddr) -> edge::EdgeConfig {
+        let scheme = if self.tls_cert.is_some() { "https" } else { "http" };
+        let default_url = if bound.ip().is_unspecified() {
+            format!("{scheme}://127.0.0.1:{}", bound.port())
+        } else {
+            format!("{scheme}://{bound}")
+        };
+        let mut c = edge::EdgeConfig::new(
+            self.origin.as_deref().unwrap_or_default(),
+            self.public_url.as_deref().unwrap_or(&default_url),
+        );
+        if let Some(id) = &self.id {
+            c.id = id.clone();
+        }
+        c.token = self.token.clone();
+        c.cache_bytes = self.cache_mb << 20;
+        c.report_interval = secs(self.report_interval);
+        c.viewer_window = secs(self.viewer_window);
+        c.stale_after = secs(self.stale_after);
+        c
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +334,15 @@ mod tests {
         let c: Config = toml::from_str("[[streams]]\nname = \"a b\"\nkey = \"12345678\"").unwrap();
         assert!(c.validate().is_err());
         let c: Config = toml::from_str("[[streams]]\nname = \"ab\"\nkey = \"short\"").unwrap();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn sample_edge_config_parses_and_validates() {
+        let c: EdgeFileConfig = toml::from_str(include_str!("../deploy/edge.toml")).unwrap();
+        c.validate().unwrap();
+        assert!(toml::from_str::<EdgeFileConfig>("originn = \"x\"").is_err());
+        let c: EdgeFileConfig = toml::from_str("origin = \"ftp://x\"").unwrap();
         assert!(c.validate().is_err());
     }
 

@@ -1,5 +1,5 @@
 //! The `ferrocast` binary: `ferrocast serve` runs the origin (RTMP/SRT ingest + LL-HLS over
-//! HTTP).
+//! HTTP); `ferrocast edge` runs a caching edge in front of it.
 
 mod config;
 
@@ -38,6 +38,18 @@ enum Command {
         #[arg(long)]
         srt: Option<String>,
     },
+    /// Run an edge: a caching LL-HLS proxy in front of the origin.
+    Edge {
+        /// Origin base URL, e.g. http://origin:8080.
+        #[arg(long)]
+        origin: Option<String>,
+        /// HTTP listen address [default: 0.0.0.0:8081].
+        #[arg(long)]
+        http: Option<String>,
+        /// TOML config file (see deploy/edge.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,7 +87,61 @@ fn main() -> anyhow::Result<()> {
             cfg.validate()?;
             runtime.block_on(serve(cfg))
         }
+        Command::Edge {
+            origin,
+            http,
+            config,
+        } => {
+            let mut cfg = match &config {
+                Some(path) => config::EdgeFileConfig::load(path)?,
+                None => config::EdgeFileConfig::default(),
+            };
+            if let Some(o) = origin {
+                cfg.origin = Some(o);
+            }
+            if let Some(a) = http {
+                cfg.http = a;
+            }
+            cfg.validate()?;
+            runtime.block_on(run_edge(cfg))
+        }
     }
+}
+
+async fn run_edge(cfg: config::EdgeFileConfig) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(&cfg.http)
+        .await
+        .with_context(|| format!("binding HTTP on {}", cfg.http))?;
+    let addr = listener.local_addr()?;
+    let edge = edge::Edge::new(cfg.edge_config(addr));
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(c), Some(k)) => {
+            let cert = std::fs::read(c).with_context(|| format!("reading {c}"))?;
+            let key = std::fs::read(k).with_context(|| format!("reading {k}"))?;
+            Some(edge::tls_config(&cert, &key).map_err(anyhow::Error::msg)?)
+        }
+        _ => None,
+    };
+    edge::announce(&edge, addr, tls.is_some());
+    println!("ferrocast edge listening http={addr} id={}", edge.config().id);
+    let shutdown = CancellationToken::new();
+    let background = tokio::spawn(edge.clone().background(shutdown.clone()));
+    let server = {
+        let shutdown = shutdown.clone();
+        let edge = edge.clone();
+        tokio::spawn(async move {
+            match tls {
+                Some(tls) => edge::serve_tls(listener, edge, tls, shutdown).await,
+                None => edge::serve(listener, edge, shutdown).await,
+            }
+        })
+    };
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    let _ = background.await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    Ok(())
 }
 
 async fn serve(cfg: config::Config) -> anyhow::Result<()> {
@@ -86,6 +152,9 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
             key = config::DEV_KEY,
             "no [[streams]] configured: accepting the DEVELOPMENT key; anyone who knows it can publish. Configure stream keys for any real use."
         );
+    }
+    if cfg.edge_token.is_none() {
+        tracing::warn!("no edge_token configured: any host can report viewers as an edge");
     }
     let metrics = Arc::new(origin::metrics::Metrics::default());
     let streams = origin::Streams::new(cfg.origin_config(), Arc::clone(&metrics));
@@ -129,6 +198,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     let state = origin::http::AppState {
         streams: Arc::clone(&streams),
         hub: Arc::clone(&hub),
+        edges: Arc::new(cfg.edges()),
     };
     let http_task = tokio::spawn(origin::http::run(http, state, shutdown.clone()));
 

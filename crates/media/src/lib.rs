@@ -6,6 +6,7 @@ mod aac;
 mod avc;
 mod bits;
 mod time;
+pub mod viewers;
 
 pub use aac::AacConfig;
 pub use avc::{AvcConfig, SpsInfo};

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub struct AppState {
     pub streams: Arc<Streams>,
     pub hub: Arc<Hub>,
+    pub edges: Arc<crate::edges::Edges>,
 }
 
 const M3U8: &str = "application/vnd.apple.mpegurl";
@@ -41,6 +42,9 @@ pub fn router(state: AppState) -> Router {
         .route("/live/{name}/{rendition}/{file}", get(rendition_file))
         .route("/metrics", get(metrics))
         .route("/api/streams", get(api_streams))
+        .route("/api/edges", get(api_edges))
+        .route("/api/edges/report", axum::routing::post(edge_report))
+        .route("/watch/{name}", get(watch))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -90,7 +94,9 @@ async fn count_responses(State(state): State<AppState>, req: Request, next: Next
             }
         }
         Some("/metrics") => "metrics",
-        Some("/api/streams") => "api",
+        Some("/api/streams") | Some("/api/edges") => "api",
+        Some("/api/edges/report") => "edge_report",
+        Some("/watch/{name}") => "director",
         Some(_) => "other",
         None => "unmatched",
     };
@@ -151,7 +157,11 @@ async fn wait_window<T>(
     }
 }
 
-async fn multivariant(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+async fn multivariant(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let Some(stream) = state.streams.get(&name) else {
         return not_found();
     };
@@ -185,7 +195,17 @@ async fn multivariant(State(state): State<AppState>, Path(name): Path<String>) -
     if variants.is_empty() {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "stream is not ready yet");
     }
-    let body = playlist::multivariant_playlist(&variants);
+    let mut body = playlist::multivariant_playlist(&variants);
+    // Direct viewers get a session id too, so the origin counts them like an edge does. An
+    // edge's own fetch (no session wanted) is left untagged: the edge tags per viewer.
+    let from_edge = query.as_deref().is_some_and(|q| q.contains("fcedge=1"));
+    if !from_edge {
+        let sid = query
+            .as_deref()
+            .and_then(media::viewers::session_from_query)
+            .unwrap_or_else(|| media::SessionId::generate().to_string());
+        body = media::viewers::tag_multivariant(&body, &sid);
+    }
     let mut h = HeaderMap::new();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(M3U8));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -255,6 +275,14 @@ async fn rendition_file(
     };
     let r = Arc::clone(r);
     if file == "index.m3u8" {
+        if let Some(sid) = query.as_deref().and_then(media::viewers::session_from_query) {
+            state
+                .edges
+                .local
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .saw(stream.name.as_str(), &r.id, &sid, Instant::now());
+        }
         return media_playlist(&state, &stream, &r, query.as_deref()).await;
     }
     if let Some(version) = parse_init(&file) {
@@ -614,6 +642,7 @@ async fn api_streams(State(state): State<AppState>) -> Response {
                 .collect();
             serde_json::json!({
                 "name": s.name.as_str(),
+                "viewers": state.edges.stream_viewers(s.name.as_str(), Instant::now()),
                 "session": s.session.to_string(),
                 "publishing": publishing.get(s.name.as_str()).copied().unwrap_or(false),
                 "playlist": format!("/live/{}/index.m3u8", s.name),
@@ -629,6 +658,58 @@ async fn api_streams(State(state): State<AppState>) -> Response {
         serde_json::json!({ "streams": streams }).to_string(),
     )
         .into_response()
+}
+
+async fn edge_report(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let report: crate::edges::Report = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(_) => return plain(StatusCode::BAD_REQUEST, "malformed report"),
+    };
+    match state.edges.report(bearer, report, Instant::now()) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(crate::edges::ReportError::Unauthorized) => {
+            tracing::warn!("edge report refused: missing or wrong token");
+            plain(StatusCode::UNAUTHORIZED, "missing or wrong edge token")
+        }
+        Err(e) => plain(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+async fn api_edges(State(state): State<AppState>) -> Response {
+    let edges: Vec<serde_json::Value> = state
+        .edges
+        .healthy(Instant::now())
+        .into_iter()
+        .map(|(id, url, viewers)| serde_json::json!({"id": id, "url": url, "viewers": viewers}))
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-cache")],
+        serde_json::json!({ "edges": edges }).to_string(),
+    )
+        .into_response()
+}
+
+/// The director: sends a new viewer to one of the least-loaded healthy edges, chosen at random
+/// among the best three (or to the origin itself when no edge is up).
+async fn watch(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    if state.streams.get(&name).is_none() {
+        return not_found();
+    }
+    let rand = media::SessionId::generate().0;
+    let target = match state.edges.pick(Instant::now(), 3, rand) {
+        Some(edge) => format!("{edge}/live/{name}/index.m3u8"),
+        None => format!("/live/{name}/index.m3u8"),
+    };
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&target) {
+        h.insert(header::LOCATION, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    (StatusCode::FOUND, h).into_response()
 }
 
 #[cfg(test)]

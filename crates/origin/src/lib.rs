@@ -5,6 +5,7 @@
 //! and does not cache for viewers at scale (see the edge).
 
 pub mod blocking;
+pub mod edges;
 pub mod fmp4;
 pub mod http;
 pub mod live;
