@@ -3,6 +3,7 @@
 //! media with ffprobe/ffmpeg.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod conformance;
 pub mod hls;
 pub mod rtmp;
 
@@ -450,5 +451,122 @@ pub fn check_followed_media(f: &hls::Followed, frame_ticks: i64) {
         if let (Some(la), Some(fa)) = (last_a, first_a) {
             assert_eq!(fa - la, 1024, "audio gap between segments {m0} and {m1}");
         }
+    }
+}
+
+/// `deploy/local-cluster.sh`: origin + N edges as local processes (the compose topology).
+pub struct Cluster {
+    script: Child,
+    pub origin_pid: u32,
+    pub origin_http: SocketAddr,
+    pub origin_rtmp: SocketAddr,
+    pub origin_srt: SocketAddr,
+    /// (pid, http address, id) per edge.
+    pub edges: Vec<(u32, SocketAddr, String)>,
+    pub origin_log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts the cluster with `edges` edges; `config` is the origin's TOML; `extra` more
+    /// script options. The origin logs its access log (for counting upstream fetches).
+    pub fn start(edges: usize, config: &str, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("origin.toml");
+        std::fs::write(&cfg, config).unwrap();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local-cluster.sh");
+        let mut child = Command::new("bash")
+            .arg(script)
+            .args(["--edges", &edges.to_string(), "--bin", env!("CARGO_BIN_EXE_ferrocast"), "--config"])
+            .arg(&cfg)
+            .args(extra)
+            .env("RUST_LOG", "info,ferrocast::access=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start local-cluster.sh");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let field = |line: &str, k: &str| -> String {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let mut c = Cluster {
+            script: child,
+            origin_pid: 0,
+            origin_http: "0.0.0.0:0".parse().unwrap(),
+            origin_rtmp: "0.0.0.0:0".parse().unwrap(),
+            origin_srt: "0.0.0.0:0".parse().unwrap(),
+            edges: Vec::new(),
+            origin_log: PathBuf::new(),
+            _dir: dir,
+        };
+        loop {
+            let line = rx.recv_timeout(Duration::from_secs(60)).expect("cluster did not start");
+            if line.starts_with("origin pid=") {
+                c.origin_pid = field(&line, "pid=").parse().unwrap();
+                c.origin_http = field(&line, "http=").parse().unwrap();
+                c.origin_rtmp = field(&line, "rtmp=").parse().unwrap();
+                c.origin_srt = field(&line, "srt=").parse().unwrap();
+            } else if line.starts_with("origin log=") {
+                c.origin_log = PathBuf::from(field(&line, "log="));
+            } else if line.starts_with("edge pid=") {
+                c.edges.push((
+                    field(&line, "pid=").parse().unwrap(),
+                    field(&line, "http=").parse().unwrap(),
+                    field(&line, "id="),
+                ));
+            } else if line == "cluster ready" {
+                return c;
+            }
+        }
+    }
+
+    pub fn origin_base(&self) -> String {
+        format!("http://{}", self.origin_http)
+    }
+
+    pub fn edge_base(&self, i: usize) -> String {
+        format!("http://{}", self.edges[i].1)
+    }
+
+    pub fn rtmp_url(&self, key: &str) -> String {
+        format!("rtmp://{}/live/{key}", self.origin_rtmp)
+    }
+
+    pub fn origin_log(&self) -> String {
+        std::fs::read_to_string(&self.origin_log).unwrap_or_default()
+    }
+
+    /// Sends a signal to a node (`STOP`, `CONT`, `KILL`).
+    pub fn signal(pid: u32, sig: &str) {
+        let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
+    }
+
+    /// Origin fetches per (edge id, request URI) from the origin's access log.
+    pub fn origin_fetches(&self) -> std::collections::HashMap<(String, String), usize> {
+        let mut out = std::collections::HashMap::new();
+        for line in self.origin_log().lines().filter(|l| l.contains("ferrocast::access")) {
+            let edge = line.split_whitespace().find_map(|w| w.strip_prefix("edge=")).unwrap_or("-");
+            let uri = line.split_whitespace().find_map(|w| w.strip_prefix("uri=")).unwrap_or("");
+            *out.entry((edge.to_owned(), uri.to_owned())).or_default() += 1;
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        Cluster::signal(self.origin_pid, "CONT");
+        Cluster::signal(self.script.id(), "TERM");
+        let _ = self.script.wait();
     }
 }

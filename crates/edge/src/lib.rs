@@ -80,6 +80,16 @@ pub struct EdgeStats {
 struct Good {
     headers: Vec<(String, String)>,
     body: Bytes,
+    /// EXT-X-TARGETDURATION of that playlist: a blocking request may legitimately be held by
+    /// the origin for up to 3 × this.
+    target_duration: Option<u64>,
+}
+
+fn target_duration(playlist: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(playlist).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-TARGETDURATION:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 #[derive(Clone)]
@@ -364,7 +374,7 @@ fn stale(edge: &Edge, good: &Good) -> Response {
     (StatusCode::OK, h, good.body.clone()).into_response()
 }
 
-async fn live(State(edge): State<Edge>, uri: axum::http::Uri) -> Response {
+async fn live(State(edge): State<Edge>, uri: axum::http::Uri, req_headers: HeaderMap) -> Response {
     edge.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
     let path = uri.path();
     let query = uri.query();
@@ -381,13 +391,26 @@ async fn live(State(edge): State<Edge>, uri: axum::http::Uri) -> Response {
             .unwrap_or_else(|e| e.into_inner())
             .saw(stream, rendition, sid, Instant::now());
     }
-    let wait = if playlist {
-        edge.inner.config.stale_after
-    } else {
+    let good_key = path.to_owned();
+    let blocking = query.is_some_and(|q| q.contains("_HLS_msn="));
+    let wait = if !playlist {
         edge.inner.config.upstream_timeout
+    } else if blocking {
+        // The origin holds a blocking reload until the part exists (up to 3 × TD, then 503):
+        // only a silence longer than that means trouble.
+        let td = edge
+            .inner
+            .last_good
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&good_key)
+            .and_then(|g| g.target_duration)
+            .unwrap_or(2);
+        Duration::from_secs(3 * td) + edge.inner.config.stale_after.min(Duration::from_secs(1))
+    } else {
+        edge.inner.config.stale_after
     };
     let (phase, result) = edge.get(&key, wait).await;
-    let good_key = path.to_owned();
     let entry = match result {
         Some(Ok(e)) if e.status < 500 || e.status == 503 => e,
         other => {
@@ -430,6 +453,7 @@ async fn live(State(edge): State<Edge>, uri: axum::http::Uri) -> Response {
                     good_key,
                     Good {
                         headers: entry.headers.clone(),
+                        target_duration: target_duration(&bytes),
                         body: bytes,
                     },
                 );
@@ -443,6 +467,18 @@ async fn live(State(edge): State<Edge>, uri: axum::http::Uri) -> Response {
             let mut r = respond(&edge, &Entry::new(200, entry.headers.clone(), Body::complete(Bytes::from(text)), entry.fetched_at), phase);
             r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             return r;
+        }
+    }
+    if entry.status == 200 {
+        if let (Some(etag), Some(inm)) = (
+            entry.header("etag"),
+            req_headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()),
+        ) {
+            if inm.split(',').any(|t| t.trim() == etag) {
+                let mut r = respond(&edge, &Entry::new(304, entry.headers.clone(), Body::complete(Bytes::new()), entry.fetched_at), phase);
+                *r.status_mut() = StatusCode::NOT_MODIFIED;
+                return r;
+            }
         }
     }
     respond(&edge, &entry, phase)
