@@ -4,7 +4,7 @@
 # local processes on loopback ports. The integration tests use it; it needs no Docker.
 #
 #   deploy/local-cluster.sh [--edges N] [--config origin.toml] [--bin PATH] [--token TOKEN]
-#                           [--origin-http ADDR] [--edge-base-port PORT]
+#                           [--origin-http ADDR] [--edge-base-port PORT] [--viewer-window S]
 #
 # Prints one line per node, then "cluster ready":
 #   origin pid=… rtmp=… http=… srt=…
@@ -20,6 +20,7 @@ bin="${FERROCAST_BIN:-target/release/ferrocast}"
 token="local-cluster-token"
 origin_http="127.0.0.1:0"
 edge_base=0
+viewer_window=15
 while [ $# -gt 0 ]; do
   case "$1" in
     --edges) edges="$2"; shift 2 ;;
@@ -28,6 +29,7 @@ while [ $# -gt 0 ]; do
     --token) token="$2"; shift 2 ;;
     --origin-http) origin_http="$2"; shift 2 ;;
     --edge-base-port) edge_base="$2"; shift 2 ;;
+    --viewer-window) viewer_window="$2"; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -75,7 +77,8 @@ for i in $(seq 1 "$edges"); do
   port=0
   [ "$edge_base" -gt 0 ] && port=$((edge_base + i - 1))
   ecfg="$dir/edge$i.toml"
-  printf 'origin = "http://%s"\nid = "edge-%s"\ntoken = "%s"\n' "$ohttp" "$i" "$token" > "$ecfg"
+  printf 'origin = "http://%s"\nid = "edge-%s"\ntoken = "%s"\nviewer_window = %s\n' \
+    "$ohttp" "$i" "$token" "$viewer_window" > "$ecfg"
   "$bin" edge --config "$ecfg" --http "127.0.0.1:$port" >"$dir/edge$i.out" 2>"$dir/edge$i.err" &
   epid=$!
   pids+=("$epid")

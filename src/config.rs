@@ -293,7 +293,11 @@ impl EdgeFileConfig {
     }
 
     pub fn edge_config(&self, bound: std::net::SocketAddr) -> edge::EdgeConfig {
-        let scheme = if self.tls_cert.is_some() { "https" } else { "http" };
+        let scheme = if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let default_url = if bound.ip().is_unspecified() {
             format!("{scheme}://127.0.0.1:{}", bound.port())
         } else {

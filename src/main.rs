@@ -123,7 +123,10 @@ async fn run_edge(cfg: config::EdgeFileConfig) -> anyhow::Result<()> {
         _ => None,
     };
     edge::announce(&edge, addr, tls.is_some());
-    println!("ferrocast edge listening http={addr} id={}", edge.config().id);
+    println!(
+        "ferrocast edge listening http={addr} id={}",
+        edge.config().id
+    );
     let shutdown = CancellationToken::new();
     let background = tokio::spawn(edge.clone().background(shutdown.clone()));
     let server = {
@@ -175,7 +178,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         .await?
         .next()
         .with_context(|| format!("resolving SRT address {}", cfg.srt))?;
-    let srt_addr = ingest::srt::start(
+    let srt = ingest::srt::start(
         srt_bind,
         Arc::clone(&hub),
         metrics.clone() as Arc<dyn ingest::rtmp::IngestObserver>,
@@ -183,6 +186,7 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .with_context(|| format!("binding SRT on {}", cfg.srt))?;
+    let srt_addr = srt.local_addr;
     let (rtmp_addr, http_addr) = (rtmp.local_addr()?, http.local_addr()?);
     tracing::info!(%rtmp_addr, %http_addr, %srt_addr, "ferrocast origin listening");
     // One machine-readable line on stdout, for scripts and tests that bind port 0.
@@ -207,6 +211,9 @@ async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     shutdown.cancel();
     let _ = rtmp_task.await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), http_task).await;
+    tokio::task::spawn_blocking(move || srt.join(std::time::Duration::from_secs(3)))
+        .await
+        .ok();
     Ok(())
 }
 

@@ -12,14 +12,26 @@ use common::{Cluster, Publisher, Server};
 fn ll_hls_conformance_at_the_origin() {
     let server = Server::start(&common::config(conformance::CONFIG));
     let mut publisher = Publisher::rtmp(&server.rtmp_url(common::KEY), &conformance::source());
-    let failures = common::runtime().block_on(conformance::check_all(&server.base(), &mut publisher));
-    assert!(failures.is_empty(), "LL-HLS rules broken at the origin:\n{}", failures.join("\n"));
+    let failures =
+        common::runtime().block_on(conformance::check_all(&server.base(), &mut publisher));
+    assert!(
+        failures.is_empty(),
+        "LL-HLS rules broken at the origin:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn ll_hls_conformance_through_an_edge() {
     let cluster = Cluster::start(1, &common::config(conformance::CONFIG), &[]);
     let mut publisher = Publisher::rtmp(&cluster.rtmp_url(common::KEY), &conformance::source());
-    let failures = common::runtime().block_on(conformance::check_all(&cluster.edge_base(0), &mut publisher));
-    assert!(failures.is_empty(), "LL-HLS rules broken through the edge:\n{}", failures.join("\n"));
+    let failures = common::runtime().block_on(conformance::check_all(
+        &cluster.edge_base(0),
+        &mut publisher,
+    ));
+    assert!(
+        failures.is_empty(),
+        "LL-HLS rules broken through the edge:\n{}",
+        failures.join("\n")
+    );
 }

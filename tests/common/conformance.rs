@@ -534,11 +534,7 @@ async fn http_caching_cors_and_404(ctx: &mut Ctx) {
         let (status, _) = hls::get_bytes(&ctx.c, &ctx.part_url(&uri)).await;
         ctx.check(&format!("404 for a {what}"), status == 404, status);
     }
-    let (status, _) = hls::get_text(
-        &ctx.c,
-        &format!("{}/live/nosuch/index.m3u8", ctx.base),
-    )
-    .await;
+    let (status, _) = hls::get_text(&ctx.c, &format!("{}/live/nosuch/index.m3u8", ctx.base)).await;
     ctx.check("404 for an unknown stream", status == 404, status);
 }
 

@@ -261,3 +261,90 @@ pub async fn wait_for(c: &reqwest::Client, url: &str) -> (u16, String) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// What a light viewer saw.
+#[derive(Debug, Default)]
+pub struct ViewerStats {
+    pub playlists: std::sync::atomic::AtomicU64,
+    pub parts: std::sync::atomic::AtomicU64,
+    pub errors: std::sync::Mutex<Vec<String>>,
+}
+
+/// A light LL-HLS viewer, as hls.js behaves at the live edge: one plain playlist, then a
+/// blocking reload for each next part and a fetch of that part, until `until`. `playlist_url`
+/// may carry a session id (`?fcsid=…`).
+pub async fn light_viewer(
+    c: reqwest::Client,
+    playlist_url: String,
+    until: Instant,
+    stats: std::sync::Arc<ViewerStats>,
+) {
+    use std::sync::atomic::Ordering;
+    let (path, sid_query) = match playlist_url.split_once('?') {
+        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+        None => (playlist_url.clone(), None),
+    };
+    let base = path.rsplit_once('/').unwrap().0.to_owned();
+    let err = |e: String| stats.errors.lock().unwrap().push(e);
+    let (status, text) = get_text(&c, &playlist_url).await;
+    if status != 200 {
+        err(format!("playlist {status}"));
+        return;
+    }
+    stats.playlists.fetch_add(1, Ordering::Relaxed);
+    let mut pl = MediaPlaylist::parse(&text);
+    while Instant::now() < until {
+        let (msn, part) = pl.next_part();
+        let sep = match &sid_query {
+            Some(q) => format!("?{q}&"),
+            None => "?".to_owned(),
+        };
+        let url = format!("{path}{sep}_HLS_msn={msn}&_HLS_part={part}");
+        let (status, text) = match c.get(&url).send().await {
+            Ok(r) => {
+                let s = r.status().as_u16();
+                (s, r.text().await.unwrap_or_default())
+            }
+            Err(e) => {
+                err(format!("playlist request: {e}"));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        if status != 200 {
+            err(format!("blocking playlist {msn}.{part} → {status}"));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        stats.playlists.fetch_add(1, Ordering::Relaxed);
+        pl = MediaPlaylist::parse(&text);
+        if pl.endlist {
+            return;
+        }
+        // Fetch the part we waited for (or the first one after it, at a segment boundary).
+        let uri = pl
+            .segments
+            .iter()
+            .find(|s| s.msn == msn)
+            .and_then(|s| s.parts.get(part))
+            .or_else(|| {
+                pl.segments
+                    .iter()
+                    .find(|s| s.msn == msn + 1)
+                    .and_then(|s| s.parts.first())
+            })
+            .map(|p| p.uri.clone());
+        if let Some(uri) = uri {
+            match c.get(format!("{base}/{uri}")).send().await {
+                Ok(r) if r.status() == 200 => match r.bytes().await {
+                    Ok(_) => {
+                        stats.parts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => err(format!("part {uri} body: {e}")),
+                },
+                Ok(r) => err(format!("part {uri} → {}", r.status())),
+                Err(e) => err(format!("part {uri}: {e}")),
+            }
+        }
+    }
+}

@@ -477,7 +477,13 @@ impl Cluster {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local-cluster.sh");
         let mut child = Command::new("bash")
             .arg(script)
-            .args(["--edges", &edges.to_string(), "--bin", env!("CARGO_BIN_EXE_ferrocast"), "--config"])
+            .args([
+                "--edges",
+                &edges.to_string(),
+                "--bin",
+                env!("CARGO_BIN_EXE_ferrocast"),
+                "--config",
+            ])
             .arg(&cfg)
             .args(extra)
             .env("RUST_LOG", "info,ferrocast::access=debug")
@@ -510,7 +516,9 @@ impl Cluster {
             _dir: dir,
         };
         loop {
-            let line = rx.recv_timeout(Duration::from_secs(60)).expect("cluster did not start");
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("cluster did not start");
             if line.starts_with("origin pid=") {
                 c.origin_pid = field(&line, "pid=").parse().unwrap();
                 c.origin_http = field(&line, "http=").parse().unwrap();
@@ -548,15 +556,27 @@ impl Cluster {
 
     /// Sends a signal to a node (`STOP`, `CONT`, `KILL`).
     pub fn signal(pid: u32, sig: &str) {
-        let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status();
     }
 
     /// Origin fetches per (edge id, request URI) from the origin's access log.
     pub fn origin_fetches(&self) -> std::collections::HashMap<(String, String), usize> {
         let mut out = std::collections::HashMap::new();
-        for line in self.origin_log().lines().filter(|l| l.contains("ferrocast::access")) {
-            let edge = line.split_whitespace().find_map(|w| w.strip_prefix("edge=")).unwrap_or("-");
-            let uri = line.split_whitespace().find_map(|w| w.strip_prefix("uri=")).unwrap_or("");
+        for line in self
+            .origin_log()
+            .lines()
+            .filter(|l| l.contains("ferrocast::access"))
+        {
+            let edge = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("edge="))
+                .unwrap_or("-");
+            let uri = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("uri="))
+                .unwrap_or("");
             *out.entry((edge.to_owned(), uri.to_owned())).or_default() += 1;
         }
         out

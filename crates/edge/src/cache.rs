@@ -94,10 +94,38 @@ impl Body {
         }
     }
 
+    /// Waits (at most `timeout`) for the body to complete; the whole body, or `None` if it
+    /// failed or did not finish in time.
+    pub async fn complete_bytes(&self, timeout: Duration) -> Option<Bytes> {
+        let mut rx = self.changed.subscribe();
+        let wait = async {
+            loop {
+                {
+                    let s = self.lock();
+                    match &s.done {
+                        Some(Ok(())) => return Some(Bytes::from(s.chunks.concat())),
+                        Some(Err(_)) => return None,
+                        None => {}
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok().flatten()
+    }
+
     /// Chunks from index `from`, and whether the body is finished (with its result).
     fn read_from(&self, from: usize) -> (Vec<Bytes>, Option<Result<(), String>>) {
         let s = self.lock();
-        (s.chunks.get(from..).map(<[Bytes]>::to_vec).unwrap_or_default(), s.done.clone())
+        (
+            s.chunks
+                .get(from..)
+                .map(<[Bytes]>::to_vec)
+                .unwrap_or_default(),
+            s.done.clone(),
+        )
     }
 
     /// Streams the body from the start, waiting for chunks as they arrive. An upstream failure
@@ -171,7 +199,12 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn new(status: u16, headers: Vec<(String, String)>, body: Arc<Body>, now: Instant) -> Entry {
+    pub fn new(
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Arc<Body>,
+        now: Instant,
+    ) -> Entry {
         let cache_control = headers
             .iter()
             .find(|(k, _)| k == "cache-control")
@@ -199,7 +232,10 @@ impl Entry {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn age(&self, now: Instant) -> Duration {
@@ -329,7 +365,8 @@ impl Cache {
         let mut slots = self.lock();
         match slots.get(key) {
             Some(Slot::Ready(e)) if e.fresh(now) => {
-                e.last_used.store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+                e.last_used
+                    .store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
                 return Lookup::Hit(Arc::clone(e));
             }
@@ -364,7 +401,8 @@ impl Cache {
             if ours {
                 match &result {
                     Ok(e) if e.ttl > Duration::ZERO => {
-                        e.last_used.store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+                        e.last_used
+                            .store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
                         slots.insert(ticket.key.clone(), Slot::Ready(Arc::clone(e)));
                     }
                     _ => {
@@ -453,9 +491,15 @@ mod tests {
 
     #[test]
     fn ttl_parsing() {
-        assert_eq!(ttl_from_cache_control("public, max-age=60, immutable"), Duration::from_secs(60));
+        assert_eq!(
+            ttl_from_cache_control("public, max-age=60, immutable"),
+            Duration::from_secs(60)
+        );
         assert_eq!(ttl_from_cache_control("no-cache"), Duration::ZERO);
-        assert_eq!(ttl_from_cache_control("max-age=60, s-maxage=5"), Duration::from_secs(5));
+        assert_eq!(
+            ttl_from_cache_control("max-age=60, s-maxage=5"),
+            Duration::from_secs(5)
+        );
         assert_eq!(ttl_from_cache_control(""), Duration::ZERO);
         assert_eq!(ttl_from_cache_control("max-age=abc"), Duration::ZERO);
     }
@@ -464,11 +508,19 @@ mod tests {
     fn miss_then_coalesced_then_hit_then_expired() {
         let c = Cache::new(1 << 20);
         let t = Instant::now();
-        let Lookup::Miss(ticket, _) = c.lookup("/a", t) else { panic!() };
+        let Lookup::Miss(ticket, _) = c.lookup("/a", t) else {
+            panic!()
+        };
         assert!(matches!(c.lookup("/a", t), Lookup::Coalesced(_)));
         c.complete(ticket, Ok(entry("max-age=2", b"x", t)));
-        assert!(matches!(c.lookup("/a", t + Duration::from_secs(1)), Lookup::Hit(_)));
-        assert!(matches!(c.lookup("/a", t + Duration::from_secs(3)), Lookup::Miss(..)));
+        assert!(matches!(
+            c.lookup("/a", t + Duration::from_secs(1)),
+            Lookup::Hit(_)
+        ));
+        assert!(matches!(
+            c.lookup("/a", t + Duration::from_secs(3)),
+            Lookup::Miss(..)
+        ));
         assert_eq!(c.stats.misses.load(Ordering::Relaxed), 2);
         assert_eq!(c.stats.coalesced.load(Ordering::Relaxed), 1);
         assert_eq!(c.stats.hits.load(Ordering::Relaxed), 1);
@@ -478,11 +530,18 @@ mod tests {
     fn uncacheable_responses_reach_only_coalesced_waiters() {
         let c = Cache::new(1 << 20);
         let t = Instant::now();
-        let Lookup::Miss(ticket, _) = c.lookup("/p", t) else { panic!() };
-        let Lookup::Coalesced(rx) = c.lookup("/p", t) else { panic!() };
+        let Lookup::Miss(ticket, _) = c.lookup("/p", t) else {
+            panic!()
+        };
+        let Lookup::Coalesced(rx) = c.lookup("/p", t) else {
+            panic!()
+        };
         c.complete(ticket, Ok(entry("no-cache", b"playlist", t)));
         assert!(rx.borrow().as_ref().unwrap().is_ok());
-        assert!(matches!(c.lookup("/p", t), Lookup::Miss(..)), "no-cache is not reused");
+        assert!(
+            matches!(c.lookup("/p", t), Lookup::Miss(..)),
+            "no-cache is not reused"
+        );
     }
 
     #[test]
@@ -490,7 +549,9 @@ mod tests {
         let c = Cache::new(12);
         let t = Instant::now();
         let put = |k: &str| {
-            let Lookup::Miss(ticket, _) = c.lookup(k, t) else { panic!() };
+            let Lookup::Miss(ticket, _) = c.lookup(k, t) else {
+                panic!()
+            };
             c.complete(ticket, Ok(entry("max-age=60", b"123456", t)));
         };
         put("/1");
@@ -498,8 +559,14 @@ mod tests {
         assert!(matches!(c.lookup("/1", t), Lookup::Hit(_))); // /1 is now the most recent
         put("/3");
         assert!(c.bytes() <= 12);
-        assert!(matches!(c.lookup("/1", t), Lookup::Hit(_)), "recently used survives");
-        assert!(matches!(c.lookup("/2", t), Lookup::Miss(..)), "least recently used evicted");
+        assert!(
+            matches!(c.lookup("/1", t), Lookup::Hit(_)),
+            "recently used survives"
+        );
+        assert!(
+            matches!(c.lookup("/2", t), Lookup::Miss(..)),
+            "least recently used evicted"
+        );
         assert_eq!(c.stats.evictions.load(Ordering::Relaxed), 1);
     }
 
@@ -507,10 +574,18 @@ mod tests {
     fn an_abandoned_fetch_does_not_block_the_key_forever() {
         let c = Cache::new(1 << 20);
         let t = Instant::now();
-        let Lookup::Miss(ticket, _) = c.lookup("/x", t) else { panic!() };
+        let Lookup::Miss(ticket, _) = c.lookup("/x", t) else {
+            panic!()
+        };
         drop(ticket); // the writer died without completing
-        assert!(matches!(c.lookup("/x", t + Duration::from_secs(1)), Lookup::Coalesced(_)));
-        assert!(matches!(c.lookup("/x", t + MAX_PENDING + Duration::from_secs(1)), Lookup::Miss(..)));
+        assert!(matches!(
+            c.lookup("/x", t + Duration::from_secs(1)),
+            Lookup::Coalesced(_)
+        ));
+        assert!(matches!(
+            c.lookup("/x", t + MAX_PENDING + Duration::from_secs(1)),
+            Lookup::Miss(..)
+        ));
     }
 
     #[tokio::test]

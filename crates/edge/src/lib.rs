@@ -104,10 +104,19 @@ struct Inner {
     stats: EdgeStats,
     viewers: Mutex<ViewerCounter>,
     last_good: Mutex<HashMap<String, Good>>,
+    /// Until when the origin counts as troubled (a failed or timed-out request or report).
+    /// While it does, a 5xx on a playlist is answered from the last good copy instead.
+    trouble_until: Mutex<Option<Instant>>,
 }
 
 /// Headers passed from the origin to viewers.
-const PASS_HEADERS: [&str; 5] = ["content-type", "cache-control", "etag", "x-ferrocast-session", "age"];
+const PASS_HEADERS: [&str; 5] = [
+    "content-type",
+    "cache-control",
+    "etag",
+    "x-ferrocast-session",
+    "age",
+];
 
 impl Edge {
     pub fn new(config: EdgeConfig) -> Edge {
@@ -123,6 +132,7 @@ impl Edge {
                 client,
                 stats: EdgeStats::default(),
                 last_good: Mutex::new(HashMap::new()),
+                trouble_until: Mutex::new(None),
                 config,
             }),
         }
@@ -130,6 +140,22 @@ impl Edge {
 
     pub fn config(&self) -> &EdgeConfig {
         &self.inner.config
+    }
+
+    fn origin_trouble(&self) {
+        *self
+            .inner
+            .trouble_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + Duration::from_secs(10));
+    }
+
+    fn origin_troubled(&self) -> bool {
+        self.inner
+            .trouble_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| Instant::now() < t)
     }
 
     pub fn router(&self) -> Router {
@@ -178,14 +204,24 @@ impl Edge {
         }
         match req.send().await {
             Ok(r) if r.status().is_success() => {
-                self.inner.stats.reports_sent.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .stats
+                    .reports_sent
+                    .fetch_add(1, Ordering::Relaxed);
             }
             Ok(r) => {
-                self.inner.stats.reports_failed.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .stats
+                    .reports_failed
+                    .fetch_add(1, Ordering::Relaxed);
                 debug!(status = %r.status(), "viewer report refused");
             }
             Err(e) => {
-                self.inner.stats.reports_failed.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .stats
+                    .reports_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                self.origin_trouble();
                 debug!(error = %e, "viewer report failed");
             }
         }
@@ -195,7 +231,10 @@ impl Edge {
     /// in; the body keeps streaming into the entry in a task of its own.
     async fn fetch(&self, key: String, ticket: MissTicket) {
         let inner = &self.inner;
-        inner.stats.upstream_requests.fetch_add(1, Ordering::Relaxed);
+        inner
+            .stats
+            .upstream_requests
+            .fetch_add(1, Ordering::Relaxed);
         // The origin tags multivariant playlists with a session id for its own direct viewers;
         // the edge asks for an untagged copy and tags it per viewer.
         let url = if is_multivariant(&key) {
@@ -214,6 +253,7 @@ impl Edge {
             Ok(r) => r,
             Err(e) => {
                 inner.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                self.origin_trouble();
                 debug!(%url, error = %e, "upstream request failed");
                 inner.cache.complete(ticket, Err(e.to_string()));
                 return;
@@ -228,7 +268,12 @@ impl Edge {
             })
             .collect();
         let body = Body::new();
-        let entry = Arc::new(Entry::new(status, headers, Arc::clone(&body), Instant::now()));
+        let entry = Arc::new(Entry::new(
+            status,
+            headers,
+            Arc::clone(&body),
+            Instant::now(),
+        ));
         inner.cache.complete(ticket, Ok(entry));
         let mut stream = resp.bytes_stream();
         use futures_util::StreamExt;
@@ -324,7 +369,10 @@ fn is_multivariant(path: &str) -> bool {
 fn plain(status: StatusCode, msg: &str) -> Response {
     (
         status,
-        [(header::CACHE_CONTROL, "no-cache"), (header::CONTENT_TYPE, "text/plain")],
+        [
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_TYPE, "text/plain"),
+        ],
         format!("{msg}\n"),
     )
         .into_response()
@@ -336,20 +384,32 @@ fn respond(edge: &Edge, entry: &Entry, phase: Phase) -> Response {
         if k == "age" {
             continue;
         }
-        if let (Ok(k), Ok(v)) = (header::HeaderName::try_from(k.as_str()), HeaderValue::from_str(v)) {
+        if let (Ok(k), Ok(v)) = (
+            header::HeaderName::try_from(k.as_str()),
+            HeaderValue::from_str(v),
+        ) {
             h.insert(k, v);
         }
     }
-    h.insert(header::AGE, HeaderValue::from(entry.age(Instant::now()).as_secs()));
+    h.insert(
+        header::AGE,
+        HeaderValue::from(entry.age(Instant::now()).as_secs()),
+    );
     h.insert("x-cache", HeaderValue::from_static(phase.as_str()));
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("age, etag, x-cache, x-ferrocast-session, x-ferrocast-stale"),
     );
     let status = StatusCode::from_u16(entry.status).unwrap_or(StatusCode::BAD_GATEWAY);
     if let Some(bytes) = entry.body.bytes() {
-        edge.inner.stats.bytes_out.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        edge.inner
+            .stats
+            .bytes_out
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         return (status, h, bytes).into_response();
     }
     let body = AxumBody::from_stream(entry.body.reader(edge.inner.config.upstream_timeout));
@@ -363,14 +423,20 @@ fn stale(edge: &Edge, good: &Good) -> Response {
         if k == "age" || k == "cache-control" {
             continue;
         }
-        if let (Ok(k), Ok(v)) = (header::HeaderName::try_from(k.as_str()), HeaderValue::from_str(v)) {
+        if let (Ok(k), Ok(v)) = (
+            header::HeaderName::try_from(k.as_str()),
+            HeaderValue::from_str(v),
+        ) {
             h.insert(k, v);
         }
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-ferrocast-stale", HeaderValue::from_static("1"));
     h.insert("x-cache", HeaderValue::from_static("stale"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     (StatusCode::OK, h, good.body.clone()).into_response()
 }
 
@@ -411,8 +477,26 @@ async fn live(State(edge): State<Edge>, uri: axum::http::Uri, req_headers: Heade
         edge.inner.config.stale_after
     };
     let (phase, result) = edge.get(&key, wait).await;
+    if result.is_none() && playlist {
+        edge.origin_trouble();
+    }
+    // Playlists are small: have the whole body before deciding (last good copy, tagging).
+    let result = match result {
+        Some(Ok(e)) if playlist && e.status == 200 => e
+            .body
+            .complete_bytes(edge.inner.config.stale_after)
+            .await
+            .map(|_| Ok(e)),
+        other => other,
+    };
     let entry = match result {
-        Some(Ok(e)) if e.status < 500 || e.status == 503 => e,
+        // A 503 is the origin's own answer (a blocking reload that timed out): passed on, unless
+        // the origin has just been unreachable, when it more likely reflects that outage.
+        Some(Ok(e))
+            if e.status < 500 || (e.status == 503 && !(playlist && edge.origin_troubled())) =>
+        {
+            e
+        }
         other => {
             // The origin failed, timed out, or is still busy: a playlist falls back to the last
             // good copy; media never does (we do not invent segments).
@@ -447,7 +531,11 @@ async fn live(State(edge): State<Edge>, uri: axum::http::Uri, req_headers: Heade
     };
     if playlist && entry.status == 200 {
         if let Some(bytes) = entry.body.bytes() {
-            let mut lg = edge.inner.last_good.lock().unwrap_or_else(|e| e.into_inner());
+            let mut lg = edge
+                .inner
+                .last_good
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if lg.len() < 4096 || lg.contains_key(&good_key) {
                 lg.insert(
                     good_key,
@@ -464,18 +552,39 @@ async fn live(State(edge): State<Edge>, uri: axum::http::Uri, req_headers: Heade
         if let Some(bytes) = entry.body.bytes() {
             let sid = session.unwrap_or_else(|| media::SessionId::generate().to_string());
             let text = tag_multivariant(&String::from_utf8_lossy(&bytes), &sid);
-            let mut r = respond(&edge, &Entry::new(200, entry.headers.clone(), Body::complete(Bytes::from(text)), entry.fetched_at), phase);
-            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            let mut r = respond(
+                &edge,
+                &Entry::new(
+                    200,
+                    entry.headers.clone(),
+                    Body::complete(Bytes::from(text)),
+                    entry.fetched_at,
+                ),
+                phase,
+            );
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             return r;
         }
     }
     if entry.status == 200 {
         if let (Some(etag), Some(inm)) = (
             entry.header("etag"),
-            req_headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()),
+            req_headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok()),
         ) {
             if inm.split(',').any(|t| t.trim() == etag) {
-                let mut r = respond(&edge, &Entry::new(304, entry.headers.clone(), Body::complete(Bytes::new()), entry.fetched_at), phase);
+                let mut r = respond(
+                    &edge,
+                    &Entry::new(
+                        304,
+                        entry.headers.clone(),
+                        Body::complete(Bytes::new()),
+                        entry.fetched_at,
+                    ),
+                    phase,
+                );
                 *r.status_mut() = StatusCode::NOT_MODIFIED;
                 return r;
             }
@@ -496,27 +605,58 @@ async fn metrics(State(edge): State<Edge>) -> Response {
         ("coalesced", &i.cache.stats.coalesced),
         ("stale", &i.cache.stats.stale),
     ] {
-        let _ = writeln!(out, "ferrocast_edge_cache_requests_total{{phase=\"{phase}\"}} {}", c(v));
+        let _ = writeln!(
+            out,
+            "ferrocast_edge_cache_requests_total{{phase=\"{phase}\"}} {}",
+            c(v)
+        );
     }
     let _ = writeln!(out, "# TYPE ferrocast_edge_upstream_requests_total counter\nferrocast_edge_upstream_requests_total {}", c(&i.stats.upstream_requests));
     let _ = writeln!(out, "# TYPE ferrocast_edge_upstream_errors_total counter\nferrocast_edge_upstream_errors_total {}", c(&i.stats.upstream_errors));
-    let _ = writeln!(out, "# TYPE ferrocast_edge_evictions_total counter\nferrocast_edge_evictions_total {}", c(&i.cache.stats.evictions));
-    let _ = writeln!(out, "# TYPE ferrocast_edge_bytes_out_total counter\nferrocast_edge_bytes_out_total {}", c(&i.stats.bytes_out));
-    let _ = writeln!(out, "# TYPE ferrocast_edge_cache_bytes gauge\nferrocast_edge_cache_bytes {}", i.cache.bytes());
-    let _ = writeln!(out, "# TYPE ferrocast_edge_cache_entries gauge\nferrocast_edge_cache_entries {}", i.cache.entries());
+    let _ = writeln!(
+        out,
+        "# TYPE ferrocast_edge_evictions_total counter\nferrocast_edge_evictions_total {}",
+        c(&i.cache.stats.evictions)
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE ferrocast_edge_bytes_out_total counter\nferrocast_edge_bytes_out_total {}",
+        c(&i.stats.bytes_out)
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE ferrocast_edge_cache_bytes gauge\nferrocast_edge_cache_bytes {}",
+        i.cache.bytes()
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE ferrocast_edge_cache_entries gauge\nferrocast_edge_cache_entries {}",
+        i.cache.entries()
+    );
     let _ = writeln!(out, "# TYPE ferrocast_edge_reports_total counter\nferrocast_edge_reports_total{{result=\"ok\"}} {}\nferrocast_edge_reports_total{{result=\"failed\"}} {}", c(&i.stats.reports_sent), c(&i.stats.reports_failed));
-    let counts = i.viewers.lock().unwrap_or_else(|e| e.into_inner()).counts(Instant::now());
+    let counts = i
+        .viewers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .counts(Instant::now());
     let _ = writeln!(out, "# HELP ferrocast_edge_viewers Viewers per stream and rendition.\n# TYPE ferrocast_edge_viewers gauge");
     for (stream, r) in counts {
         for (rendition, n) in r {
-            let _ = writeln!(out, "ferrocast_edge_viewers{{stream=\"{stream}\",rendition=\"{rendition}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "ferrocast_edge_viewers{{stream=\"{stream}\",rendition=\"{rendition}\"}} {n}"
+            );
         }
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 /// Serves the edge over plain HTTP (HTTP/1.1 and h2c) until shutdown.
-pub async fn serve(listener: TcpListener, edge: Edge, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    edge: Edge,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, edge.router())
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -546,16 +686,18 @@ pub async fn serve_tls(
         let acceptor = acceptor.clone();
         let router = router.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    debug!(%peer, error = %e, "tls handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        debug!(%peer, error = %e, "tls handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let service = hyper_util::service::TowerToHyperService::new(router);
-            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             if let Err(e) = builder
                 .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service)
                 .await
@@ -604,10 +746,16 @@ mod tests {
     #[test]
     fn cache_key_keeps_only_directives_in_order() {
         assert_eq!(
-            cache_key("/live/a/source/index.m3u8", Some("fcsid=1&_HLS_part=2&CMCD=x&_HLS_msn=5")),
+            cache_key(
+                "/live/a/source/index.m3u8",
+                Some("fcsid=1&_HLS_part=2&CMCD=x&_HLS_msn=5")
+            ),
             "/live/a/source/index.m3u8?_HLS_msn=5&_HLS_part=2"
         );
-        assert_eq!(cache_key("/live/a/source/1.m4s", Some("fcsid=9")), "/live/a/source/1.m4s");
+        assert_eq!(
+            cache_key("/live/a/source/1.m4s", Some("fcsid=9")),
+            "/live/a/source/1.m4s"
+        );
         assert_eq!(
             cache_key("/p", Some("_HLS_skip=YES&_HLS_msn=1")),
             "/p?_HLS_msn=1&_HLS_skip=YES"
@@ -616,10 +764,12 @@ mod tests {
 
     #[test]
     fn paths() {
-        assert_eq!(media_playlist_ids("/live/cam/source/index.m3u8"), Some(("cam", "source")));
+        assert_eq!(
+            media_playlist_ids("/live/cam/source/index.m3u8"),
+            Some(("cam", "source"))
+        );
         assert_eq!(media_playlist_ids("/live/cam/index.m3u8"), None);
         assert!(is_multivariant("/live/cam/index.m3u8"));
         assert!(!is_multivariant("/live/cam/source/index.m3u8"));
     }
-
 }

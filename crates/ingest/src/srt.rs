@@ -117,15 +117,35 @@ impl RateLimit {
     }
 }
 
-/// Starts the SRT listener on `addr`; returns the bound address. Connections are served on
-/// their own threads until `shutdown` fires (which closes the listener and every connection).
+/// The running SRT listener.
+#[derive(Debug)]
+pub struct SrtHandle {
+    pub local_addr: SocketAddr,
+    accept: std::thread::JoinHandle<()>,
+    active: Arc<AtomicUsize>,
+}
+
+impl SrtHandle {
+    /// After shutdown: waits for the accept thread and (up to `timeout`) for the connection
+    /// threads to finish, so libsrt's exit-time cleanup finds no socket in use.
+    pub fn join(self, timeout: Duration) {
+        let _ = self.accept.join();
+        let end = Instant::now() + timeout;
+        while self.active.load(Ordering::Relaxed) > 0 && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Starts the SRT listener on `addr`. Connections are served on their own threads until
+/// `shutdown` fires (which closes the listener and every connection).
 pub fn start(
     addr: SocketAddr,
     hub: Arc<Hub>,
     observer: Arc<dyn IngestObserver>,
     config: SrtConfig,
     shutdown: CancellationToken,
-) -> std::io::Result<SocketAddr> {
+) -> std::io::Result<SrtHandle> {
     let runtime = tokio::runtime::Handle::current();
     let active = Arc::new(AtomicUsize::new(0));
     let limiter = Mutex::new(RateLimit::default());
@@ -178,26 +198,22 @@ pub fn start(
         peer_idle_timeout_ms: 5000,
         backlog: 64,
     };
-    let listener = Arc::new(Listener::bind(addr, &options, access)?);
+    let listener = Listener::bind(addr, &options, access)?;
     let local = listener.local_addr()?;
-    {
-        let listener = Arc::clone(&listener);
-        let shutdown = shutdown.clone();
-        runtime.spawn(async move {
-            shutdown.cancelled().await;
-            listener.close();
-        });
-    }
     let config = Arc::new(config);
-    std::thread::Builder::new()
+    let active_count = Arc::clone(&active);
+    let accept = std::thread::Builder::new()
         .name("srt-accept".into())
         .spawn(move || loop {
-            let (socket, peer) = match listener.accept() {
-                Ok(x) => x,
+            if shutdown.is_cancelled() {
+                // Closed here, by the only thread that accepts on it (see libsrt::Listener).
+                listener.close();
+                return;
+            }
+            let (socket, peer) = match listener.accept_timeout(250) {
+                Ok(Some(x)) => x,
+                Ok(None) => continue,
                 Err(e) => {
-                    if shutdown.is_cancelled() {
-                        return;
-                    }
                     warn!(error = %e, "srt accept failed");
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
@@ -228,7 +244,11 @@ pub fn start(
                 warn!("could not start a thread for an srt connection");
             }
         })?;
-    Ok(local)
+    Ok(SrtHandle {
+        local_addr: local,
+        accept,
+        active: active_count,
+    })
 }
 
 /// Why an SRT connection ended badly.

@@ -55,8 +55,22 @@ extern "C" {
     fn srt_getlasterror_str() -> *const c_char;
     fn srt_getlasterror(errno_loc: *mut c_int) -> c_int;
     fn srt_setloglevel(ll: c_int);
+    fn srt_epoll_create() -> c_int;
+    fn srt_epoll_add_usock(eid: c_int, u: SrtSocket, events: *const c_int) -> c_int;
+    fn srt_epoll_uwait(eid: c_int, fds: *mut EpollEvent, fds_size: c_int, ms_timeout: i64)
+        -> c_int;
+    fn srt_epoll_release(eid: c_int) -> c_int;
     fn srt_setloghandler(opaque: *mut c_void, handler: Option<LogHandler>);
 }
+
+#[repr(C)]
+struct EpollEvent {
+    fd: SrtSocket,
+    events: c_int,
+}
+
+const SRT_EPOLL_IN: c_int = 0x1;
+const SRT_EPOLL_ERR: c_int = 0x8;
 
 type LogHandler = unsafe extern "C" fn(
     opaque: *mut c_void,
@@ -306,8 +320,13 @@ impl Default for ListenOptions {
 }
 
 /// A live-mode SRT listener.
+///
+/// Accept with [`Listener::accept_timeout`] from one thread and close the listener from that
+/// same thread: libsrt deadlocks at process exit if a listener is closed while another thread
+/// is blocked in `srt_accept` on it.
 pub struct Listener {
     sock: SrtSocket,
+    eid: c_int,
     ctx: *mut CallbackCtx,
 }
 
@@ -340,7 +359,12 @@ impl Listener {
         let ctx = Box::into_raw(Box::new(CallbackCtx {
             access: Box::new(access),
         }));
-        let listener = Listener { sock, ctx };
+        // SAFETY: plain constructor.
+        let eid = unsafe { srt_epoll_create() };
+        let listener = Listener { sock, eid, ctx };
+        if eid < 0 {
+            return Err(last_error("srt_epoll_create"));
+        }
         set_int(sock, SRTO_TRANSTYPE, SRTT_LIVE, "transtype")?;
         set_int(sock, SRTO_LATENCY, options.latency_ms, "latency")?;
         set_int(
@@ -372,6 +396,12 @@ impl Listener {
         )?;
         // SAFETY: bound socket.
         check(unsafe { srt_listen(sock, options.backlog) }, "srt_listen")?;
+        let events = SRT_EPOLL_IN | SRT_EPOLL_ERR;
+        // SAFETY: valid epoll id and socket; `events` outlives the call.
+        check(
+            unsafe { srt_epoll_add_usock(eid, sock, &events) },
+            "srt_epoll_add_usock",
+        )?;
         Ok(listener)
     }
 
@@ -391,6 +421,23 @@ impl Listener {
             to_socket_addr((&storage as *const libc::sockaddr_storage).cast())
                 .ok_or_else(|| io::Error::other("unknown address family"))
         }
+    }
+
+    /// Waits up to `ms` for a caller that completed the handshake (and passed the access
+    /// callback); `Ok(None)` on timeout.
+    pub fn accept_timeout(&self, ms: i64) -> io::Result<Option<(Socket, Option<SocketAddr>)>> {
+        let mut ev = EpollEvent { fd: -1, events: 0 };
+        // SAFETY: one event slot of room.
+        let n = unsafe { srt_epoll_uwait(self.eid, &mut ev, 1, ms) };
+        if n <= 0 {
+            // SAFETY: reads this thread's last libsrt error.
+            let code = unsafe { srt_getlasterror(std::ptr::null_mut()) };
+            if n == 0 || code == SRT_ETIMEOUT {
+                return Ok(None);
+            }
+            return Err(last_error("srt_epoll_uwait"));
+        }
+        self.accept().map(Some)
     }
 
     /// Blocks until a caller has completed the handshake (and passed the access callback).
@@ -427,6 +474,10 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         self.close();
+        // SAFETY: the epoll id is ours; releasing it twice is harmless.
+        unsafe {
+            srt_epoll_release(self.eid);
+        }
         // SAFETY: the listener is closed, so libsrt no longer calls the hook with ctx; we are
         // the only owner of the box.
         unsafe {

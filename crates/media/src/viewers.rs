@@ -152,18 +152,30 @@ mod tests {
 
     #[test]
     fn multivariant_gets_session_ids() {
-        let t = tag_multivariant("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nsource/index.m3u8\n", "abc");
-        assert_eq!(t, "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nsource/index.m3u8?fcsid=abc\n");
+        let t = tag_multivariant(
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nsource/index.m3u8\n",
+            "abc",
+        );
+        assert_eq!(
+            t,
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nsource/index.m3u8?fcsid=abc\n"
+        );
     }
 
     #[test]
     fn session_ids_from_query() {
-        assert_eq!(session_from_query("fcsid=abc&_HLS_msn=3").as_deref(), Some("abc"));
+        assert_eq!(
+            session_from_query("fcsid=abc&_HLS_msn=3").as_deref(),
+            Some("abc")
+        );
         assert_eq!(
             session_from_query("_HLS_msn=3&CMCD=bl%3D500%2Csid%3D%22x-1%22").as_deref(),
             Some("x-1")
         );
-        assert_eq!(session_from_query("CMCD=sid=\"y\",br=300").as_deref(), Some("y"));
+        assert_eq!(
+            session_from_query("CMCD=sid=\"y\",br=300").as_deref(),
+            Some("y")
+        );
         assert_eq!(session_from_query("_HLS_msn=3"), None);
     }
 }

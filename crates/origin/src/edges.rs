@@ -47,7 +47,11 @@ pub struct Edges {
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 impl Edges {
@@ -127,7 +131,11 @@ impl Edges {
     pub fn stream_viewers(&self, stream: &str, now: Instant) -> serde_json::Value {
         let mut per_rendition: BTreeMap<String, u64> = BTreeMap::new();
         let mut per_edge: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-        let local = self.local.lock().unwrap_or_else(|e| e.into_inner()).counts(now);
+        let local = self
+            .local
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .counts(now);
         let mut sources: Vec<(String, Counts)> = vec![("origin".to_owned(), local)];
         {
             let mut edges = self.edges.lock().unwrap_or_else(|e| e.into_inner());
@@ -162,7 +170,10 @@ mod tests {
 
     fn report(edge: &str, n: u64) -> Report {
         let mut viewers = Counts::new();
-        viewers.entry("cam".into()).or_default().insert("source".into(), n);
+        viewers
+            .entry("cam".into())
+            .or_default()
+            .insert("source".into(), n);
         Report {
             edge: edge.into(),
             url: format!("http://{edge}:8081"),
@@ -172,22 +183,39 @@ mod tests {
 
     #[test]
     fn reports_need_the_token_and_expire() {
-        let e = Edges::new(Some("secret".into()), Duration::from_secs(4), Duration::from_secs(15));
+        let e = Edges::new(
+            Some("secret".into()),
+            Duration::from_secs(4),
+            Duration::from_secs(15),
+        );
         let t = Instant::now();
-        assert_eq!(e.report(None, report("a", 1), t), Err(ReportError::Unauthorized));
-        assert_eq!(e.report(Some("nope"), report("a", 1), t), Err(ReportError::Unauthorized));
+        assert_eq!(
+            e.report(None, report("a", 1), t),
+            Err(ReportError::Unauthorized)
+        );
+        assert_eq!(
+            e.report(Some("nope"), report("a", 1), t),
+            Err(ReportError::Unauthorized)
+        );
         e.report(Some("secret"), report("a", 5), t).unwrap();
-        e.report(Some("secret"), report("b", 7), t + Duration::from_secs(2)).unwrap();
+        e.report(Some("secret"), report("b", 7), t + Duration::from_secs(2))
+            .unwrap();
         let v = e.stream_viewers("cam", t + Duration::from_secs(3));
         assert_eq!(v["total"], 12);
         assert_eq!(v["edges"]["a"]["source"], 5);
         let v = e.stream_viewers("cam", t + Duration::from_secs(5));
-        assert_eq!(v["total"], 7, "edge a stopped reporting: its viewers expired");
+        assert_eq!(
+            v["total"], 7,
+            "edge a stopped reporting: its viewers expired"
+        );
         let bad = Report {
             url: "javascript:alert(1)".into(),
             ..report("c", 1)
         };
-        assert_eq!(e.report(Some("secret"), bad, t), Err(ReportError::Malformed));
+        assert_eq!(
+            e.report(Some("secret"), bad, t),
+            Err(ReportError::Malformed)
+        );
     }
 
     #[test]
@@ -199,9 +227,15 @@ mod tests {
         }
         let picks: std::collections::BTreeSet<String> =
             (0..100).filter_map(|r| e.pick(t, 3, r)).collect();
-        let want: std::collections::BTreeSet<String> =
-            ["e", "b", "c"].iter().map(|id| format!("http://{id}:8081")).collect();
+        let want: std::collections::BTreeSet<String> = ["e", "b", "c"]
+            .iter()
+            .map(|id| format!("http://{id}:8081"))
+            .collect();
         assert_eq!(picks, want);
-        assert_eq!(e.pick(t + Duration::from_secs(5), 3, 1), None, "dead edges are not picked");
+        assert_eq!(
+            e.pick(t + Duration::from_secs(5), 3, 1),
+            None,
+            "dead edges are not picked"
+        );
     }
 }

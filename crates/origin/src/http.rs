@@ -100,11 +100,24 @@ async fn count_responses(State(state): State<AppState>, req: Request, next: Next
         Some(_) => "other",
         None => "unmatched",
     };
+    let edge = req
+        .headers()
+        .get("x-ferrocast-edge")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let uri = req.uri().clone();
     let resp = next.run(req).await;
     state
         .streams
         .metrics
         .http_response(route, resp.status().as_u16());
+    // Access log (enable with RUST_LOG=ferrocast::access=debug).
+    tracing::debug!(
+        target: "ferrocast::access",
+        edge = edge.as_deref().unwrap_or("-"),
+        %uri,
+        status = resp.status().as_u16()
+    );
     resp
 }
 
@@ -275,7 +288,10 @@ async fn rendition_file(
     };
     let r = Arc::clone(r);
     if file == "index.m3u8" {
-        if let Some(sid) = query.as_deref().and_then(media::viewers::session_from_query) {
+        if let Some(sid) = query
+            .as_deref()
+            .and_then(media::viewers::session_from_query)
+        {
             state
                 .edges
                 .local
@@ -687,7 +703,10 @@ async fn api_edges(State(state): State<AppState>) -> Response {
         .map(|(id, url, viewers)| serde_json::json!({"id": id, "url": url, "viewers": viewers}))
         .collect();
     (
-        [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-cache")],
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
         serde_json::json!({ "edges": edges }).to_string(),
     )
         .into_response()
