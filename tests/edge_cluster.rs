@@ -40,7 +40,7 @@ fn three_hundred_viewers_cost_one_origin_fetch_per_object_per_edge() {
         let edge_media = format!("{}/live/cam/source/index.m3u8", cluster.edge_base(0));
         let mut early = 0;
         for _ in 0..3 {
-            let pl = MediaPlaylist::parse(&hls::get_text(&c, &edge_media).await.1);
+            let pl = MediaPlaylist::parse(&hls::get_text(&c, &edge_media).await.1).unwrap();
             let hint = pl.preload_hint.clone().unwrap();
             let origin_part = format!("{}/live/cam/source/{hint}", cluster.origin_base());
             let edge_part = format!("{}/live/cam/source/{hint}", cluster.edge_base(0));
@@ -159,7 +159,8 @@ fn origin_pause_serves_stale_and_the_director_drops_a_dead_edge() {
             )
             .await
             .1,
-        );
+        )
+        .unwrap();
 
         Cluster::signal(cluster.origin_pid, "STOP");
         let paused = Instant::now();
@@ -199,7 +200,7 @@ fn origin_pause_serves_stale_and_the_director_drops_a_dead_edge() {
                 .await
                 .unwrap();
             let is_stale = r.headers().get("x-ferrocast-stale").is_some();
-            let pl = MediaPlaylist::parse(&r.text().await.unwrap());
+            let pl = MediaPlaylist::parse(&r.text().await.unwrap()).unwrap();
             if !is_stale && pl.last_complete_msn() > before.last_complete_msn() {
                 break true;
             }

@@ -20,7 +20,10 @@ async fn playlist(c: &reqwest::Client, url: &str) -> (MediaPlaylist, String) {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    (MediaPlaylist::parse(&r.text().await.unwrap()), session)
+    (
+        MediaPlaylist::parse(&r.text().await.unwrap()).unwrap(),
+        session,
+    )
 }
 
 /// Waits until the playlist's last complete segment is past `msn`.

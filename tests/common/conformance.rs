@@ -47,7 +47,7 @@ impl Ctx {
         let text = r.text().await.unwrap();
         let elapsed = t.elapsed();
         let pl = if status == 200 {
-            let pl = MediaPlaylist::parse(&text);
+            let pl = MediaPlaylist::parse(&text).unwrap();
             self.playlists.push(pl.clone());
             pl
         } else {

@@ -1,0 +1,119 @@
+//! `ferrocast-player`: watch and load LL-HLS streams like real players. Today: `load`.
+
+use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ferrocast-player",
+    version,
+    about = "LL-HLS player and load tool"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run K light LL-HLS viewers (own connection and session each) against a media playlist.
+    Load {
+        /// Media playlist URL (…/live/NAME/RENDITION/index.m3u8).
+        url: String,
+        #[arg(long, default_value_t = 10)]
+        viewers: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 30.0)]
+        duration: f64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Allow targets outside loopback (load only what you operate).
+        #[arg(long)]
+        allow_remote: bool,
+    },
+}
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of this process, in clock ticks (100 Hz on Linux).
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+            let ticks: f64 =
+                rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Load {
+            url,
+            viewers,
+            duration,
+            json,
+            allow_remote,
+        } => {
+            let host = url
+                .split("//")
+                .nth(1)
+                .and_then(|r| r.split(['/', ':']).next())
+                .unwrap_or("");
+            let loopback = host == "localhost" || host.starts_with("127.") || host == "[::1]";
+            anyhow::ensure!(
+                loopback || allow_remote,
+                "refusing to load a non-loopback host without --allow-remote"
+            );
+            anyhow::ensure!(
+                (1..=20_000).contains(&viewers),
+                "--viewers must be 1..=20000"
+            );
+            anyhow::ensure!(
+                duration > 0.0 && duration <= 3600.0,
+                "--duration must be in (0, 3600]"
+            );
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let cpu0 = cpu_seconds();
+            let report = rt.block_on(player_test::load(
+                &url,
+                viewers,
+                Duration::from_secs_f64(duration),
+            ));
+            let cpu = (cpu_seconds() - cpu0) / report.seconds.max(1e-9);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "viewers": report.viewers,
+                        "seconds": report.seconds,
+                        "playlist_requests": report.playlist_requests,
+                        "part_requests": report.part_requests,
+                        "requests_per_second": report.requests_per_second(),
+                        "bytes": report.bytes,
+                        "errors": report.errors.len(),
+                        "first_errors": report.errors.iter().take(5).collect::<Vec<_>>(),
+                        "cpu_cores": cpu,
+                    })
+                );
+            } else {
+                println!(
+                    "{} viewers for {:.1}s: {} playlist + {} part requests ({:.0} req/s), {:.1} MB, {} errors, load tool CPU {:.2} cores",
+                    report.viewers,
+                    report.seconds,
+                    report.playlist_requests,
+                    report.part_requests,
+                    report.requests_per_second(),
+                    report.bytes as f64 / 1e6,
+                    report.errors.len(),
+                    cpu
+                );
+            }
+        }
+    }
+    Ok(())
+}
