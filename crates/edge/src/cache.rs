@@ -68,8 +68,17 @@ impl Body {
         self.changed.send_modify(|v| *v += 1);
     }
 
+    /// Marks the body complete (or failed). A complete body is joined into one buffer once,
+    /// so every later response is a single shared `Bytes` (one write, no copy per viewer).
     pub fn finish(&self, result: Result<(), String>) {
-        self.lock().done = Some(result);
+        {
+            let mut s = self.lock();
+            if result.is_ok() && s.chunks.len() > 1 {
+                let whole = Bytes::from(s.chunks.concat());
+                s.chunks = vec![whole];
+            }
+            s.done = Some(result);
+        }
         self.changed.send_modify(|v| *v += 1);
     }
 
@@ -85,7 +94,16 @@ impl Body {
         matches!(self.lock().done, Some(Ok(())))
     }
 
-    /// The whole body if complete.
+    /// The body's chunks (shared, not copied) if it is complete.
+    pub fn complete_chunks(&self) -> Option<Vec<Bytes>> {
+        let s = self.lock();
+        match s.done {
+            Some(Ok(())) => Some(s.chunks.clone()),
+            _ => None,
+        }
+    }
+
+    /// The whole body if complete (one copy when it arrived in several chunks).
     pub fn bytes(&self) -> Option<Bytes> {
         let s = self.lock();
         match s.done {
@@ -116,16 +134,20 @@ impl Body {
         tokio::time::timeout(timeout, wait).await.ok().flatten()
     }
 
-    /// Chunks from index `from`, and whether the body is finished (with its result).
-    fn read_from(&self, from: usize) -> (Vec<Bytes>, Option<Result<(), String>>) {
+    /// The bytes after the first `sent`, and whether the body is finished (with its result).
+    /// Offsets survive the join in [`Body::finish`].
+    fn read_after(&self, sent: usize) -> (Vec<Bytes>, Option<Result<(), String>>) {
         let s = self.lock();
-        (
-            s.chunks
-                .get(from..)
-                .map(<[Bytes]>::to_vec)
-                .unwrap_or_default(),
-            s.done.clone(),
-        )
+        let mut out = Vec::new();
+        let mut pos = 0;
+        for c in &s.chunks {
+            let end = pos + c.len();
+            if end > sent {
+                out.push(c.slice(sent.saturating_sub(pos)..));
+            }
+            pos = end;
+        }
+        (out, s.done.clone())
     }
 
     /// Streams the body from the start, waiting for chunks as they arrive. An upstream failure
@@ -137,7 +159,7 @@ impl Body {
         struct R {
             body: Arc<Body>,
             rx: watch::Receiver<u64>,
-            next: usize,
+            sent: usize,
             queue: std::collections::VecDeque<Bytes>,
             finished: bool,
             idle: Duration,
@@ -145,7 +167,7 @@ impl Body {
         let r = R {
             rx: self.changed.subscribe(),
             body: Arc::clone(self),
-            next: 0,
+            sent: 0,
             queue: Default::default(),
             finished: false,
             idle: idle_timeout,
@@ -153,13 +175,13 @@ impl Body {
         futures_util::stream::unfold(r, |mut r| async move {
             loop {
                 if let Some(c) = r.queue.pop_front() {
+                    r.sent += c.len();
                     return Some((Ok(c), r));
                 }
                 if r.finished {
                     return None;
                 }
-                let (chunks, done) = r.body.read_from(r.next);
-                r.next += chunks.len();
+                let (chunks, done) = r.body.read_after(r.sent);
                 r.queue.extend(chunks);
                 match done {
                     Some(Ok(())) => r.finished = true,
@@ -602,9 +624,10 @@ mod tests {
         });
         assert_eq!(r.next().await.unwrap().unwrap(), Bytes::from_static(b"cd"));
         assert!(r.next().await.is_none());
-        // A late reader gets everything.
+        // A late reader gets everything, joined into one buffer at completion.
         let all: Vec<_> = b.reader(Duration::from_secs(1)).collect().await;
-        assert_eq!(all.len(), 2);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].as_ref().unwrap(), &Bytes::from_static(b"abcd"));
     }
 
     #[tokio::test]

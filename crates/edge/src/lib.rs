@@ -405,12 +405,21 @@ fn respond(edge: &Edge, entry: &Entry, phase: Phase) -> Response {
         HeaderValue::from_static("age, etag, x-cache, x-ferrocast-session, x-ferrocast-stale"),
     );
     let status = StatusCode::from_u16(entry.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    if let Some(bytes) = entry.body.bytes() {
+    if let Some(mut chunks) = entry.body.complete_chunks() {
+        // Complete: send the shared chunks as they are (no copy per viewer).
+        let len: usize = chunks.iter().map(Bytes::len).sum();
         edge.inner
             .stats
             .bytes_out
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        return (status, h, bytes).into_response();
+            .fetch_add(len as u64, Ordering::Relaxed);
+        if chunks.len() == 1 {
+            return (status, h, chunks.remove(0)).into_response();
+        }
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        let body = AxumBody::from_stream(futures_util::stream::iter(
+            chunks.into_iter().map(Ok::<_, std::io::Error>),
+        ));
+        return (status, h, body).into_response();
     }
     let body = AxumBody::from_stream(entry.body.reader(edge.inner.config.upstream_timeout));
     (status, h, body).into_response()
