@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command to test Ferrocast: installs the system packages the suite needs (Debian's FFmpeg
-# CLI, libsrt, srt-tools, a C toolchain), then checks formatting, lints, and runs the whole test suite (unit tests
+# CLI, libsrt, srt-tools, curl, openssl, docker-compose for validating deploy/compose.yaml, a C
+# toolchain), then checks formatting, lints, and runs the whole test suite (unit tests
 # and the integration tests that drive the real binary with the real ffmpeg CLI).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -11,6 +12,9 @@ command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 [ -e /usr/include/srt/srt.h ] || need+=(libsrt-openssl-dev)
 command -v srt-live-transmit >/dev/null 2>&1 || need+=(srt-tools)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
@@ -20,4 +24,7 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The deployment file, checked by a real Compose parser (no Docker engine needed).
+docker-compose -f deploy/compose.yaml config -q
+docker-compose -f deploy/compose.yaml --profile gpu config -q
 cargo test --workspace --locked
