@@ -48,7 +48,8 @@ pub struct Followed {
 /// blocking reloads for the next part, every new part and complete segment downloaded.
 #[allow(clippy::map_entry)] // the insert happens after an await and an error branch
 pub async fn follow(c: &reqwest::Client, playlist_url: &str, duration: Duration) -> Followed {
-    let base = playlist_url.rsplit_once('/').unwrap().0.to_owned();
+    let path = playlist_url.split('?').next().unwrap();
+    let base = path.rsplit_once('/').unwrap().0.to_owned();
     let mut f = Followed::default();
     let end = Instant::now() + duration;
     let (status, text) = get_text(c, playlist_url).await;
@@ -91,7 +92,8 @@ pub async fn follow(c: &reqwest::Client, playlist_url: &str, duration: Duration)
             return f;
         }
         let (msn, part) = f.playlists.last().unwrap().next_part();
-        let url = format!("{playlist_url}?_HLS_msn={msn}&_HLS_part={part}");
+        let sep = if playlist_url.contains('?') { '&' } else { '?' };
+        let url = format!("{playlist_url}{sep}_HLS_msn={msn}&_HLS_part={part}");
         let t = Instant::now();
         let (status, text) = get_text(c, &url).await;
         f.blocking_times.push(t.elapsed());
