@@ -234,18 +234,23 @@ fn file_transtype_caller_cannot_take_ingest_down() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(bad.exited(), "the file-mode caller was not refused");
-    // A normal publish on the same listener succeeds within 1 s.
+    // A normal publish on the same listener succeeds within 1 s (timed with srt-live-transmit,
+    // which starts in milliseconds, so the bound measures the server, not ffmpeg's start-up).
+    let dir = tempfile::tempdir().unwrap();
+    let ts = ts_file(dir.path(), 4);
     let started = Instant::now();
-    let _good = Publisher::srt(
-        &server.srt_url(&format!("live/{}", common::KEY)),
-        &Source::small(6.0),
-    );
+    let (mut pacer, mut slt) =
+        srt_live_transmit(&ts, &slt_url(&server, &format!("live/{}", common::KEY), ""));
     assert!(wait_log(&server, "protocol=\"srt\""), "{}", server.log());
     let accepted = started.elapsed();
     assert!(
         accepted < Duration::from_secs(1),
         "normal publish took {accepted:?}"
     );
+    let _ = pacer.kill();
+    let _ = slt.kill();
+    let _ = pacer.wait();
+    let _ = slt.wait();
 }
 
 #[test]

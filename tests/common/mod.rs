@@ -224,22 +224,18 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn rtmp(url: &str, source: &Source) -> Publisher {
-        let child = Command::new("ffmpeg")
-            .args(source.ffmpeg_args())
-            .args(["-f", "flv", url])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ffmpeg must be installed (apt-get install ffmpeg)");
-        Publisher { child }
+        Publisher::ffmpeg(source, &["-f", "flv", url])
     }
 
     /// The real ffmpeg CLI publishing MPEG-TS over SRT to `url` (see [`Server::srt_url`]).
     pub fn srt(url: &str, source: &Source) -> Publisher {
+        Publisher::ffmpeg(source, &["-f", "mpegts", url])
+    }
+
+    fn ffmpeg(source: &Source, output: &[&str]) -> Publisher {
         let child = Command::new("ffmpeg")
             .args(source.ffmpeg_args())
-            .args(["-f", "mpegts", url])
+            .args(output)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -152,13 +152,31 @@ fn session_header(stream: &LiveStream) -> HeaderValue {
     HeaderValue::from_str(&stream.session.to_string()).unwrap_or(HeaderValue::from_static("-"))
 }
 
-/// Waits until `f` says the window is ready (or not), or the deadline passes.
+/// Waits until `f` says the window is ready (or not), or the deadline passes; re-evaluated
+/// when playlists change.
 async fn wait_window<T>(
     r: &Rendition,
     deadline: Instant,
+    f: impl FnMut(&LiveWindow) -> Option<T>,
+) -> Option<T> {
+    wait_on(r, r.position.subscribe(), deadline, f).await
+}
+
+/// Like [`wait_window`], but wakes on every appended byte too.
+async fn wait_window_bytes<T>(
+    r: &Rendition,
+    deadline: Instant,
+    f: impl FnMut(&LiveWindow) -> Option<T>,
+) -> Option<T> {
+    wait_on(r, r.bytes.subscribe(), deadline, f).await
+}
+
+async fn wait_on<T>(
+    r: &Rendition,
+    mut rx: tokio::sync::watch::Receiver<u64>,
+    deadline: Instant,
     mut f: impl FnMut(&LiveWindow) -> Option<T>,
 ) -> Option<T> {
-    let mut rx = r.position.subscribe();
     loop {
         if let Some(v) = f(&r.lock()) {
             return Some(v);
@@ -496,24 +514,6 @@ async fn serve_part(
             (h, Body::from_stream(stream_part(r, msn, part))).into_response()
         }
         PartState::Next | PartState::Missing => not_found(),
-    }
-}
-
-/// Like [`wait_window`], but wakes on every appended byte too.
-async fn wait_window_bytes<T>(
-    r: &Rendition,
-    deadline: Instant,
-    mut f: impl FnMut(&LiveWindow) -> Option<T>,
-) -> Option<T> {
-    let mut rx = r.bytes.subscribe();
-    loop {
-        if let Some(v) = f(&r.lock()) {
-            return Some(v);
-        }
-        tokio::select! {
-            changed = rx.changed() => if changed.is_err() { return None },
-            _ = tokio::time::sleep_until(deadline.into()) => return f(&r.lock()),
-        }
     }
 }
 
