@@ -3,6 +3,7 @@
 //! reload, as hls.js does in low-latency mode) and the load generator built on it. The fuller
 //! client (ABR, buffer model, glass-to-glass latency, browser test) builds on this.
 
+pub mod clock;
 pub mod playlist;
 pub mod viewer;
 
