@@ -379,6 +379,12 @@ fn plain(status: StatusCode, msg: &str) -> Response {
 }
 
 fn respond(edge: &Edge, entry: &Entry, phase: Phase) -> Response {
+    debug!(
+        phase = phase.as_str(),
+        status = entry.status,
+        session = entry.header("x-ferrocast-session").unwrap_or("-"),
+        "edge response"
+    );
     let mut h = HeaderMap::new();
     for (k, v) in &entry.headers {
         if k == "age" {
@@ -427,6 +433,7 @@ fn respond(edge: &Edge, entry: &Entry, phase: Phase) -> Response {
 
 fn stale(edge: &Edge, good: &Good) -> Response {
     edge.inner.cache.stats.stale.fetch_add(1, Ordering::Relaxed);
+    debug!(phase = "stale", "edge response");
     let mut h = HeaderMap::new();
     for (k, v) in &good.headers {
         if k == "age" || k == "cache-control" {
