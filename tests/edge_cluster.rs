@@ -262,6 +262,28 @@ fn origin_pause_serves_stale_and_the_director_drops_a_dead_edge() {
     });
 }
 
+/// Polls the origin's viewer total until it equals `want`, failing after `limit`.
+async fn wait_total<F, Fut>(
+    viewers: &F,
+    c: &reqwest::Client,
+    want: u64,
+    limit: Duration,
+    what: &str,
+) where
+    F: Fn(reqwest::Client) -> Fut,
+    Fut: std::future::Future<Output = serde_json::Value>,
+{
+    let t = Instant::now();
+    loop {
+        let v = viewers(c.clone()).await;
+        if v["total"] == want {
+            return;
+        }
+        assert!(t.elapsed() < limit, "{what}: {v}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[test]
 fn viewers_are_counted_across_edges_and_expire() {
     let cluster = Cluster::start(
@@ -333,41 +355,33 @@ fn viewers_are_counted_across_edges_and_expire() {
         );
         while set.join_next().await.is_some() {}
         // They left: the count falls to 0 within the window (4 s) plus a report interval.
-        let left = Instant::now();
-        loop {
-            let v = viewers(c.clone()).await;
-            if v["total"] == 0 {
-                break;
-            }
-            assert!(
-                left.elapsed() < Duration::from_secs(8),
-                "viewers did not expire: {v}"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        wait_total(
+            &viewers,
+            &c,
+            0,
+            Duration::from_secs(8),
+            "viewers did not expire",
+        )
+        .await;
         // A killed edge's viewers expire with it.
         let mut set = run(vec![(1, 5)], 20);
-        let t = Instant::now();
-        while viewers(c.clone()).await["total"] != 5 {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "viewers on edge 2 not counted"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        wait_total(
+            &viewers,
+            &c,
+            5,
+            Duration::from_secs(10),
+            "viewers on edge 2 not counted",
+        )
+        .await;
         Cluster::signal(cluster.edges[1].0, "KILL");
-        let killed = Instant::now();
-        loop {
-            let v = viewers(c.clone()).await;
-            if v["total"] == 0 {
-                break;
-            }
-            assert!(
-                killed.elapsed() < Duration::from_secs(8),
-                "a dead edge's viewers did not expire: {v}"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        wait_total(
+            &viewers,
+            &c,
+            0,
+            Duration::from_secs(8),
+            "a dead edge's viewers did not expire",
+        )
+        .await;
         set.abort_all();
     });
 }

@@ -337,6 +337,18 @@ fn refused_stream_ids_never_log_the_key() {
     assert!(!log.contains("publish accepted"));
 }
 
+/// ffmpeg in real time with `args`, writing to `url`.
+fn ffmpeg_to(args: &[&str], url: &str) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re"])
+        .args(args)
+        .arg(url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn silent_caller_garbage_and_audio_only_are_closed() {
     let server = Server::start(&common::config("srt_idle_timeout = 2.0"));
@@ -352,12 +364,9 @@ fn silent_caller_garbage_and_audio_only_are_closed() {
     assert!(wait_log(&server, "no data for 2s"), "{}", server.log());
     let _ = silent.kill();
     // 2. Not TS at all: raw PCM noise from ffmpeg over SRT.
-    let mut garbage = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
+    let srt = |key: &str| format!("srt://{}?streamid=live/{key}", server.srt);
+    let mut garbage = ffmpeg_to(
+        &[
             "-f",
             "lavfi",
             "-i",
@@ -368,16 +377,9 @@ fn silent_caller_garbage_and_audio_only_are_closed() {
             "2",
             "-f",
             "s16le",
-        ])
-        .arg(format!(
-            "srt://{}?streamid=live/{}",
-            server.srt,
-            common::KEY2
-        ))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        ],
+        &srt(common::KEY2),
+    );
     assert!(
         wait_log(&server, "not an MPEG-TS stream"),
         "{}",
@@ -385,32 +387,12 @@ fn silent_caller_garbage_and_audio_only_are_closed() {
     );
     let _ = garbage.kill();
     // 3. A PMT without video (audio-only TS).
-    let mut audio_only = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine",
-            "-t",
-            "4",
-            "-c:a",
-            "aac",
-            "-f",
-            "mpegts",
-        ])
-        .arg(format!(
-            "srt://{}?streamid=live/{}",
-            server.srt,
-            common::KEY
-        ))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut audio_only = ffmpeg_to(
+        &[
+            "-f", "lavfi", "-i", "sine", "-t", "4", "-c:a", "aac", "-f", "mpegts",
+        ],
+        &srt(common::KEY),
+    );
     assert!(
         wait_log(&server, "no H.264 video stream"),
         "{}",
