@@ -4,6 +4,7 @@
 //! client (ABR, buffer model, glass-to-glass latency, browser test) builds on this.
 
 pub mod clock;
+pub mod glass;
 pub mod playlist;
 pub mod viewer;
 
