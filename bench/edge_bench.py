@@ -12,7 +12,7 @@ import tempfile
 import time
 import urllib.request
 
-from origin_bench import BIN, OUT, ROOT, proc_cpu_rss, publish, source
+from origin_bench import BIN, OUT, ROOT, proc_cpu_rss, publish, source, start_server
 
 PLAYER = os.path.join(ROOT, "target", "release", "ferrocast-player")
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -57,17 +57,10 @@ def main():
         os.chmod(os.path.join(tmp, d), 0o777)
     procs = []
     try:
-        cfg = os.path.join(tmp, "origin.toml")
-        with open(cfg, "w") as f:
-            # A long window keeps the benchmarked objects at the origin for the whole run.
-            f.write('grace_period = 5.0\nwindow_segments = 60\n[[streams]]\nname = "bench"\nkey = "bench-key-0001"\n')
-        origin = subprocess.Popen([BIN, "serve", "--config", cfg, "--rtmp", "127.0.0.1:0", "--http", "127.0.0.1:0",
-                                   "--srt", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                  text=True, env={**os.environ, "RUST_LOG": "warn"})
+        # A long window keeps the benchmarked objects at the origin for the whole run.
+        origin, addrs, origin_tmp = start_server(["bench-key-0001"], extra="window_segments = 60\n")
         procs.append(origin)
-        line = origin.stdout.readline()
-        rtmp = re.search(r"rtmp=(\S+)", line).group(1)
-        ohttp = re.search(r"http=(\S+)", line).group(1)
+        rtmp, ohttp = addrs["rtmp"], addrs["http"]
         procs.append(publish(src, f"rtmp://{rtmp}/live/bench-key-0001"))
         edge = subprocess.Popen([BIN, "edge", "--origin", f"http://{ohttp}", "--http", "127.0.0.1:0"],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -109,7 +102,7 @@ http {{
         nginx = subprocess.Popen([NGINX, "-c", conf, "-p", tmp], stderr=open(os.path.join(OUT, "nginx-error.log"), "w"))
         procs.append(nginx)
         # Wait for the stream, then pick a complete part of ~100 KB and a segment.
-        media = f"http://{ohttp}/live/bench/source/index.m3u8"
+        media = f"http://{ohttp}/live/s0/source/index.m3u8"
         for _ in range(100):
             try:
                 pl = get(media)
@@ -125,14 +118,14 @@ http {{
         sizes = {}
         for name, base in (("origin", f"http://{ohttp}"), ("edge", f"http://{ehttp}"), ("nginx", f"http://127.0.0.1:{nport}")):
             for obj in (part, seg):
-                body = urllib.request.urlopen(f"{base}/live/bench/source/{obj}").read()  # warms the caches
+                body = urllib.request.urlopen(f"{base}/live/s0/source/{obj}").read()  # warms the caches
                 sizes.setdefault(obj, set()).add(len(body))
         for obj, lens in sizes.items():
             assert len(lens) == 1, f"{obj}: origin, edge and nginx disagree on the size: {lens}"
-            r = urllib.request.urlopen(f"http://127.0.0.1:{nport}/live/bench/source/{obj}")
+            r = urllib.request.urlopen(f"http://127.0.0.1:{nport}/live/s0/source/{obj}")
             r.read()
             assert r.headers.get("X-Cache-Status") == "HIT", f"nginx did not cache {obj}: {r.headers}"
-            r = urllib.request.urlopen(f"http://{ehttp}/live/bench/source/{obj}")
+            r = urllib.request.urlopen(f"http://{ehttp}/live/s0/source/{obj}")
             r.read()
             assert r.headers.get("x-cache") == "hit", f"the edge did not cache {obj}: {r.headers}"
         results["sizes"] = {obj: lens.pop() for obj, lens in sizes.items()}
@@ -140,14 +133,14 @@ http {{
         for obj, label in ((part, "part"), (seg, "segment")):
             rounds = {"edge": [], "nginx": []}
             for _ in range(2):
-                rounds["edge"].append(wrk(f"http://{ehttp}/live/bench/source/{obj}", 8))
-                rounds["nginx"].append(wrk(f"http://127.0.0.1:{nport}/live/bench/source/{obj}", 8))
+                rounds["edge"].append(wrk(f"http://{ehttp}/live/s0/source/{obj}", 8))
+                rounds["nginx"].append(wrk(f"http://127.0.0.1:{nport}/live/s0/source/{obj}", 8))
             results["throughput"][label] = {k: max(v) for k, v in rounds.items()}
         # Coalescing and memory under LL-HLS viewers.
         m0 = http_total(get(f"http://{ohttp}/metrics"))
         _, rss0 = proc_cpu_rss(edge.pid)
         print(f"{args.viewers} LL-HLS viewers on the edge for {args.duration}s ...", flush=True)
-        load = subprocess.Popen([PLAYER, "load", f"http://{ehttp}/live/bench/source/index.m3u8",
+        load = subprocess.Popen([PLAYER, "load", f"http://{ehttp}/live/s0/source/index.m3u8",
                                  "--viewers", str(args.viewers), "--duration", str(args.duration), "--json"],
                                 stdout=subprocess.PIPE, text=True)
         rss_max = rss0
@@ -172,6 +165,8 @@ http {{
             except Exception:
                 p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
+        if "origin_tmp" in locals():
+            shutil.rmtree(origin_tmp, ignore_errors=True)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "edge.json"), "w") as f:
         json.dump(results, f, indent=2)

@@ -95,21 +95,28 @@ def quantile(buckets, q):
     return prev_le
 
 
-def run_origin(n, seconds, src):
+def start_server(keys, extra=""):
+    """Starts the release origin on ephemeral ports with these stream keys (names s0, s1, …).
+    Returns (process, {"rtmp", "http", "srt"} addresses, temp dir)."""
     tmp = tempfile.mkdtemp()
     cfg = os.path.join(tmp, "bench.toml")
     with open(cfg, "w") as f:
-        f.write("grace_period = 2.0\n")
-        for i in range(n):
-            f.write(f'[[streams]]\nname = "s{i}"\nkey = "bench-key-{i:04d}"\n')
+        f.write("grace_period = 2.0\n" + extra)
+        for i, k in enumerate(keys):
+            f.write(f'[[streams]]\nname = "s{i}"\nkey = "{k}"\n')
     server = subprocess.Popen(
         [BIN, "serve", "--config", cfg, "--rtmp", "127.0.0.1:0", "--http", "127.0.0.1:0",
          "--srt", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, "RUST_LOG": "warn"})
     line = server.stdout.readline()
-    rtmp = re.search(r"rtmp=(\S+)", line).group(1)
-    http = re.search(r"http=(\S+)", line).group(1)
+    addrs = {k: re.search(rf"{k}=(\S+)", line).group(1) for k in ("rtmp", "http", "srt")}
+    return server, addrs, tmp
+
+
+def run_origin(n, seconds, src):
+    server, addrs, tmp = start_server([f"bench-key-{i:04d}" for i in range(n)])
+    rtmp, http = addrs["rtmp"], addrs["http"]
     pubs = [publish(src, f"rtmp://{rtmp}/live/bench-key-{i:04d}") for i in range(n)]
     try:
         cpu, rss = sample(server.pid, seconds)

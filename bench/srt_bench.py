@@ -8,28 +8,10 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import urllib.request
 
-from origin_bench import BIN, OUT, sample, source
-
-
-def start_server(keys):
-    tmp = tempfile.mkdtemp()
-    cfg = os.path.join(tmp, "bench.toml")
-    with open(cfg, "w") as f:
-        f.write("grace_period = 2.0\n")
-        for i, k in enumerate(keys):
-            f.write(f'[[streams]]\nname = "s{i}"\nkey = "{k}"\n')
-    server = subprocess.Popen(
-        [BIN, "serve", "--config", cfg, "--rtmp", "127.0.0.1:0", "--http", "127.0.0.1:0",
-         "--srt", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "RUST_LOG": "warn"})
-    line = server.stdout.readline()
-    addrs = {k: re.search(rf"{k}=(\S+)", line).group(1) for k in ("rtmp", "http", "srt")}
-    return server, addrs, tmp
+from origin_bench import OUT, sample, source, start_server
 
 
 def stop(server, tmp, procs):

@@ -29,12 +29,7 @@ fn three_hundred_viewers_cost_one_origin_fetch_per_object_per_edge() {
     let stats = Arc::new(ViewerStats::default());
     rt.block_on(async {
         let c = hls::client();
-        let (status, text) = hls::wait_for(
-            &c,
-            &format!("{}/live/cam/index.m3u8", cluster.origin_base()),
-        )
-        .await;
-        assert_eq!(status, 200, "{text}");
+        hls::wait_stream(&c, &cluster.origin_base(), "cam").await;
         // A hinted part through an edge: its first bytes arrive before the part is complete at
         // the origin (watched by a direct download of the same part from the origin).
         let edge_media = format!("{}/live/cam/source/index.m3u8", cluster.edge_base(0));
@@ -130,12 +125,7 @@ fn origin_pause_serves_stale_and_the_director_drops_a_dead_edge() {
     let rt = common::runtime();
     rt.block_on(async {
         let c = hls::client();
-        let (status, text) = hls::wait_for(
-            &c,
-            &format!("{}/live/cam/index.m3u8", cluster.origin_base()),
-        )
-        .await;
-        assert_eq!(status, 200, "{text}");
+        hls::wait_stream(&c, &cluster.origin_base(), "cam").await;
         let stats = Arc::new(ViewerStats::default());
         let until = Instant::now() + Duration::from_secs(16);
         let mut viewers = tokio::task::JoinSet::new();
@@ -295,12 +285,7 @@ fn viewers_are_counted_across_edges_and_expire() {
     let rt = common::runtime();
     rt.block_on(async {
         let c = hls::client();
-        let (status, text) = hls::wait_for(
-            &c,
-            &format!("{}/live/cam/index.m3u8", cluster.origin_base()),
-        )
-        .await;
-        assert_eq!(status, 200, "{text}");
+        hls::wait_stream(&c, &cluster.origin_base(), "cam").await;
         let api = format!("{}/api/streams", cluster.origin_base());
         let viewers = |c: reqwest::Client| {
             let api = api.clone();

@@ -64,12 +64,7 @@ fn curl(args: &[&str], url: &str) -> (String, String, String) {
 fn wait_ready(server: &Server) {
     let rt = common::runtime();
     rt.block_on(async {
-        let (status, text) = hls::wait_for(
-            &hls::client(),
-            &format!("{}/live/cam/index.m3u8", server.base()),
-        )
-        .await;
-        assert_eq!(status, 200, "{text}");
+        hls::wait_stream(&hls::client(), &server.base(), "cam").await;
     });
 }
 

@@ -120,3 +120,10 @@ pub async fn wait_for(c: &reqwest::Client, url: &str) -> (u16, String) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Waits until `{base}/live/{name}/index.m3u8` answers 200 (the publisher is up and the first
+/// segment is complete); fails the test otherwise.
+pub async fn wait_stream(c: &reqwest::Client, base: &str, name: &str) {
+    let (status, text) = wait_for(c, &format!("{base}/live/{name}/index.m3u8")).await;
+    assert_eq!(status, 200, "{text}");
+}
