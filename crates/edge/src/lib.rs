@@ -163,6 +163,17 @@ impl Edge {
             .route("/live/{*rest}", get(live))
             .route("/metrics", get(metrics))
             .route("/healthz", get(|| async { "ok\n" }))
+            // Players on other origins (a web page with hls.js) may read everything served.
+            .layer(
+                tower_http::cors::CorsLayer::new()
+                    .allow_origin(tower_http::cors::Any)
+                    .allow_methods([axum::http::Method::GET, axum::http::Method::HEAD])
+                    .expose_headers([
+                        axum::http::header::AGE,
+                        axum::http::header::ETAG,
+                        axum::http::HeaderName::from_static("x-cache"),
+                    ]),
+            )
             .with_state(self.clone())
     }
 

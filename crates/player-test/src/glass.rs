@@ -1,15 +1,11 @@
-//! Glass-to-glass measurement with the visual clock code ([`crate::clock`]).
-//!
-//! - [`publish`] generates a test pattern in real time, stamps every frame with its capture
-//!   wall-clock time, and hands the raw frames to the ffmpeg CLI, which encodes them (x264,
-//!   zero-latency tuning) and publishes over RTMP or SRT — exactly like an encoder would.
-//! - [`watch`] follows an LL-HLS media playlist at the live edge (blocking reloads, parts),
-//!   pipes the init segment and each part into the ffmpeg CLI as a decoder, reads the clock
-//!   code back from every decoded frame and reports capture → display latency.
+//! The clock-stamped source for glass-to-glass measurement ([`crate::clock`]): [`publish`]
+//! generates a test pattern in real time, stamps every frame with its capture wall-clock time,
+//! and hands the raw frames to the ffmpeg CLI, which encodes them (x264, zero-latency tuning)
+//! and publishes over RTMP or SRT, exactly as an encoder would. The player
+//! ([`crate::player`]) reads the stamps back from decoded frames.
 
 use crate::clock;
-use crate::playlist::MediaPlaylist;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,17 +15,44 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Publishes `seconds` of a clock-stamped test pattern to `url` (rtmp://… or srt://…).
-/// `delay_ms` stamps each frame as if it had been captured that much earlier (to test the
-/// measurement against a known delay).
-pub fn publish(
-    url: &str,
-    width: usize,
-    height: usize,
-    fps: u32,
-    seconds: f64,
-    delay_ms: u64,
-) -> std::io::Result<()> {
+/// What [`publish`] sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishOptions {
+    pub width: usize,
+    pub height: usize,
+    pub fps: u32,
+    pub seconds: f64,
+    /// Stamp frames as if captured this much earlier (a source delayed by a known amount).
+    pub delay_ms: u64,
+    /// Apply `delay_ms` only to alternate runs of this many frames (frames `k·n .. (k+1)·n`
+    /// with `k` odd), so one viewing session sees both the true and the delayed latency.
+    pub delay_every: Option<u64>,
+}
+
+impl PublishOptions {
+    pub fn new(width: usize, height: usize, fps: u32, seconds: f64) -> PublishOptions {
+        PublishOptions {
+            width,
+            height,
+            fps,
+            seconds,
+            delay_ms: 0,
+            delay_every: None,
+        }
+    }
+
+    /// The delay stamped on frame `i`.
+    pub fn delay_of(&self, i: u64) -> u64 {
+        match self.delay_every {
+            Some(n) if n > 0 && (i / n).is_multiple_of(2) => 0,
+            _ => self.delay_ms,
+        }
+    }
+}
+
+/// Publishes a clock-stamped test pattern to `url` (rtmp://… or srt://…), in real time.
+pub fn publish(url: &str, o: &PublishOptions) -> std::io::Result<()> {
+    let (width, height, fps, seconds) = (o.width, o.height, o.fps, o.seconds);
     let format = if url.starts_with("srt://") {
         "mpegts"
     } else {
@@ -110,7 +133,7 @@ pub fn publish(
             w,
             h,
             w,
-            now_ms().saturating_sub(delay_ms),
+            now_ms().saturating_sub(o.delay_of(i)),
         );
         if stdin.write_all(&frame).is_err() {
             break;
@@ -119,213 +142,4 @@ pub fn publish(
     drop(stdin);
     child.wait()?;
     Ok(())
-}
-
-/// What [`watch`] measured.
-#[derive(Debug, Clone, Default)]
-pub struct WatchReport {
-    /// Time to first decoded frame.
-    pub ttff: Option<Duration>,
-    /// Capture → decoded latency of every frame whose code was read (ms).
-    pub latencies_ms: Vec<i64>,
-    pub frames: u64,
-    pub unreadable_frames: u64,
-    pub parts: u64,
-    pub errors: Vec<String>,
-}
-
-impl WatchReport {
-    pub fn percentile(&self, p: f64) -> Option<i64> {
-        let mut v = self.latencies_ms.clone();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_unstable();
-        let i = ((v.len() - 1) as f64 * p).round() as usize;
-        v.get(i).copied()
-    }
-}
-
-/// Watches `playlist_url` (a media playlist) for `duration` and measures glass-to-glass latency.
-pub async fn watch(playlist_url: &str, duration: Duration) -> WatchReport {
-    let (w, h) = (320usize, 180usize);
-    let started = Instant::now();
-    let mut report = WatchReport::default();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap_or_default();
-    let base = playlist_url
-        .split('?')
-        .next()
-        .and_then(|p| p.rsplit_once('/'))
-        .map_or(String::new(), |(b, _)| b.to_owned());
-    let mut decoder = match Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-fflags",
-            "nobuffer",
-            "-f",
-            "mp4",
-            "-i",
-            "pipe:0",
-        ])
-        .args([
-            "-vf",
-            &format!("scale={w}:{h}"),
-            "-f",
-            "rawvideo",
-            "-pix_fmt",
-            "gray",
-            "pipe:1",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            report.errors.push(format!("ffmpeg: {e}"));
-            return report;
-        }
-    };
-    let (Some(mut to_decoder), Some(mut from_decoder)) =
-        (decoder.stdin.take(), decoder.stdout.take())
-    else {
-        report.errors.push("ffmpeg pipes".into());
-        return report;
-    };
-    // Frames come out of the decoder on a thread of their own; latency is taken on arrival.
-    let reader = std::thread::spawn(move || {
-        let mut frame = vec![0u8; w * h];
-        let mut out = (Vec::new(), 0u64, 0u64, None::<Instant>);
-        while from_decoder.read_exact(&mut frame).is_ok() {
-            out.3.get_or_insert_with(Instant::now);
-            out.1 += 1;
-            match clock::read(&frame, w, h, w) {
-                Some(code) => out.0.push(now_ms() as i64 - code as i64),
-                None => out.2 += 1,
-            }
-        }
-        out
-    });
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let writer = std::thread::spawn(move || {
-        for chunk in rx {
-            if to_decoder.write_all(&chunk).is_err() {
-                break;
-            }
-        }
-    });
-    let get = |url: String| {
-        let c = client.clone();
-        async move {
-            let r = c.get(&url).send().await.map_err(|e| e.to_string())?;
-            let s = r.status().as_u16();
-            let b = r.bytes().await.map_err(|e| e.to_string())?;
-            if s == 200 {
-                Ok(b)
-            } else {
-                Err(format!("{url} → {s}"))
-            }
-        }
-    };
-    let mut pl = match get(playlist_url.to_owned())
-        .await
-        .map(|b| MediaPlaylist::parse(&String::from_utf8_lossy(&b)))
-    {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => {
-            report.errors.push(e.to_string());
-            return report;
-        }
-        Err(e) => {
-            report.errors.push(e);
-            return report;
-        }
-    };
-    let init = pl
-        .segments
-        .iter()
-        .find_map(|s| s.map.clone())
-        .unwrap_or_else(|| "init.mp4".into());
-    match get(format!("{base}/{init}")).await {
-        Ok(b) => {
-            let _ = tx.send(b.to_vec());
-        }
-        Err(e) => {
-            report.errors.push(e);
-            return report;
-        }
-    }
-    // Start at the last independent part near the live edge.
-    let mut next = pl
-        .segments
-        .iter()
-        .flat_map(|s| {
-            s.parts
-                .iter()
-                .enumerate()
-                .map(move |(i, p)| (s.msn, i, p.independent))
-        })
-        .rfind(|(_, _, ind)| *ind)
-        .map(|(m, i, _)| (m, i));
-    let sep = if playlist_url.contains('?') { '&' } else { '?' };
-    while started.elapsed() < duration {
-        let Some((msn, part)) = next else { break };
-        // Fetch the part if listed (at a segment boundary, part 0 of the next segment).
-        let listed = pl
-            .segments
-            .iter()
-            .find(|s| s.msn == msn)
-            .and_then(|s| s.parts.get(part).map(|p| (msn, part, p.uri.clone())))
-            .or_else(|| {
-                pl.segments
-                    .iter()
-                    .find(|s| s.msn == msn + 1)
-                    .and_then(|s| s.parts.first().map(|p| (msn + 1, 0, p.uri.clone())))
-            });
-        if let Some((m, p, uri)) = listed {
-            match get(format!("{base}/{uri}")).await {
-                Ok(b) => {
-                    report.parts += 1;
-                    let _ = tx.send(b.to_vec());
-                }
-                Err(e) => report.errors.push(e),
-            }
-            next = Some((m, p + 1));
-            continue;
-        }
-        // Not listed yet: a blocking reload for it.
-        let url = format!("{playlist_url}{sep}_HLS_msn={msn}&_HLS_part={part}");
-        match get(url)
-            .await
-            .map(|b| MediaPlaylist::parse(&String::from_utf8_lossy(&b)))
-        {
-            Ok(Ok(p)) => {
-                if p.endlist && !p.segments.iter().any(|s| s.msn >= msn) {
-                    break;
-                }
-                pl = p;
-            }
-            Ok(Err(e)) => report.errors.push(e.to_string()),
-            Err(e) => {
-                report.errors.push(e);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-    drop(tx);
-    let _ = writer.join();
-    let _ = decoder.wait();
-    if let Ok((lat, frames, unreadable, first)) = reader.join() {
-        report.latencies_ms = lat;
-        report.frames = frames;
-        report.unreadable_frames = unreadable;
-        report.ttff = first.map(|f| f.duration_since(started));
-    }
-    report
 }

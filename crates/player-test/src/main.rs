@@ -29,13 +29,31 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         fps: u32,
     },
-    /// Watch a media playlist at the live edge and measure glass-to-glass latency.
+    /// Play a stream (multivariant or media playlist) as an LL-HLS player would: ABR, buffer,
+    /// stalls, and glass-to-glass latency from the visual clock code when the source has it.
     Watch {
         url: String,
+        /// Seconds to watch.
         #[arg(long, default_value_t = 30.0)]
         duration: f64,
+        /// Print the report as JSON (otherwise a summary, with a progress line while running).
         #[arg(long)]
         json: bool,
+        /// Do not decode (no visual-code latency; no ffmpeg needed).
+        #[arg(long)]
+        no_decode: bool,
+        /// Play this variant (index in the multivariant playlist) without switching.
+        #[arg(long)]
+        variant: Option<usize>,
+        /// Do not fetch preload-hinted parts.
+        #[arg(long)]
+        no_preload_hints: bool,
+        /// Do not ask for playlist delta updates.
+        #[arg(long)]
+        no_delta: bool,
+        /// Minimum seconds between ordinary down-switches.
+        #[arg(long, default_value_t = 30.0)]
+        down_interval: f64,
     },
     /// Run K light LL-HLS viewers (own connection and session each) against a media playlist.
     Load {
@@ -70,6 +88,13 @@ fn cpu_seconds() -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     match cli.command {
         Command::Publish {
             url,
@@ -85,39 +110,77 @@ fn main() -> anyhow::Result<()> {
                 })
                 .ok_or_else(|| anyhow::anyhow!("--size must be WxH, even, 64x64 to 3840x2160"))?;
             anyhow::ensure!((1..=120).contains(&fps), "--fps must be 1..=120");
-            player_test::glass::publish(&url, w, h, fps, duration, 0)?;
+            player_test::glass::publish(
+                &url,
+                &player_test::glass::PublishOptions::new(w, h, fps, duration),
+            )?;
         }
         Command::Watch {
             url,
             duration,
             json,
+            no_decode,
+            variant,
+            no_preload_hints,
+            no_delta,
+            down_interval,
         } => {
+            anyhow::ensure!(
+                duration > 0.0 && duration <= 86_400.0,
+                "--duration must be in (0, 86400]"
+            );
+            anyhow::ensure!(down_interval >= 0.0, "--down-interval must be >= 0");
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            let r = rt.block_on(player_test::glass::watch(
-                &url,
-                Duration::from_secs_f64(duration),
-            ));
-            let ms = |p: f64| r.percentile(p);
+            let cfg = player_test::PlayerConfig {
+                duration: Duration::from_secs_f64(duration),
+                decode: !no_decode,
+                preload_hints: !no_preload_hints,
+                delta_updates: !no_delta,
+                pin: variant,
+                abr: player_test::abr::AbrConfig {
+                    down_interval,
+                    ..Default::default()
+                },
+                session_id: Some(format!("watch-{}", std::process::id())),
+                ..Default::default()
+            };
+            let progress = (!json).then(|| {
+                std::thread::spawn(move || {
+                    let start = std::time::Instant::now();
+                    while start.elapsed().as_secs_f64() < duration {
+                        eprint!(
+                            "\rwatching… {:.0}/{duration:.0}s",
+                            start.elapsed().as_secs_f64()
+                        );
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                    eprintln!();
+                })
+            });
+            let r = rt.block_on(player_test::play(&url, cfg));
+            if let Some(p) = progress {
+                let _ = p.join();
+            }
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "ttff_ms": r.ttff.map(|d| d.as_millis() as u64),
-                        "frames": r.frames,
-                        "unreadable_frames": r.unreadable_frames,
-                        "parts": r.parts,
-                        "latency_ms": {"p50": ms(0.5), "p95": ms(0.95), "max": ms(1.0)},
-                        "errors": r.errors.len(),
-                        "first_errors": r.errors.iter().take(5).collect::<Vec<_>>(),
-                    })
-                );
+                println!("{}", r.to_json());
             } else {
-                println!(
-                    "{} frames ({} without a readable code), {} parts, TTFF {:?}; glass-to-glass p50 {:?} ms, p95 {:?} ms, max {:?} ms; {} errors",
-                    r.frames, r.unreadable_frames, r.parts, r.ttff, ms(0.5), ms(0.95), ms(1.0), r.errors.len()
-                );
+                println!("{}", r.summary());
+                for s in &r.switches {
+                    println!(
+                        "  switch at {:.1}s: {} → {} ({}, estimate {:.0} kbit/s, buffer {:.2}s)",
+                        s.at,
+                        s.from,
+                        s.to,
+                        s.reason.as_str(),
+                        s.estimate_bps / 1000.0,
+                        s.buffer
+                    );
+                }
+            }
+            if r.fatal.is_some() {
+                std::process::exit(1);
             }
         }
         Command::Load {
@@ -165,19 +228,27 @@ fn main() -> anyhow::Result<()> {
                         "part_requests": report.part_requests,
                         "requests_per_second": report.requests_per_second(),
                         "bytes": report.bytes,
+                        "part_fetch_ms": {"p50": report.part_latency_p50_ms, "p99": report.part_latency_p99_ms},
+                        "underruns": report.underruns,
+                        "underrun_s": report.underrun_secs,
                         "errors": report.errors.len(),
                         "first_errors": report.errors.iter().take(5).collect::<Vec<_>>(),
                         "cpu_cores": cpu,
                     })
                 );
             } else {
+                let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
                 println!(
-                    "{} viewers for {:.1}s: {} playlist + {} part requests ({:.0} req/s), {:.1} MB, {} errors, load tool CPU {:.2} cores",
+                    "{} viewers for {:.1}s: {} playlist + {} part requests ({:.0} req/s), part fetch p50 {} / p99 {} ms, {} underruns ({:.1}s), {:.1} MB, {} errors, load tool CPU {:.2} cores",
                     report.viewers,
                     report.seconds,
                     report.playlist_requests,
                     report.part_requests,
                     report.requests_per_second(),
+                    ms(report.part_latency_p50_ms),
+                    ms(report.part_latency_p99_ms),
+                    report.underruns,
+                    report.underrun_secs,
                     report.bytes as f64 / 1e6,
                     report.errors.len(),
                     cpu

@@ -1,5 +1,6 @@
 //! A light live-edge LL-HLS viewer and the load generator built on it.
 
+use crate::playback::Playback;
 use crate::playlist::MediaPlaylist;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,11 +19,17 @@ pub struct ViewerStats {
     pub parts: AtomicU64,
     pub bytes: AtomicU64,
     pub errors: Mutex<Vec<String>>,
+    /// Part fetch latencies (request to last byte, microseconds), at most a million.
+    pub part_latency_us: Mutex<Vec<u32>>,
+    /// Times a viewer's buffer ran dry (a real player would have stalled).
+    pub underruns: AtomicU64,
+    pub underrun_us: AtomicU64,
 }
 
 /// A light LL-HLS viewer, as hls.js behaves at the live edge: one plain playlist, then a
 /// blocking reload for each next part and a fetch of that part, until `until`. `playlist_url`
-/// may carry a session id (`?fcsid=…`).
+/// may carry a session id (`?fcsid=…`). It keeps a playback model (starting once
+/// `PART-HOLD-BACK` is buffered) to count underruns: parts that arrived too late to play on.
 pub async fn light_viewer(
     c: reqwest::Client,
     playlist_url: String,
@@ -53,6 +60,13 @@ pub async fn light_viewer(
         Err(e) => return err(format!("playlist: {e}")),
     };
     stats.playlists.fetch_add(1, Ordering::Relaxed);
+    let t0 = Instant::now();
+    let hold = if pl.part_hold_back > 0.0 {
+        pl.part_hold_back
+    } else {
+        3.0 * pl.part_target
+    };
+    let mut playback = Playback::new(hold * 0.9, pl.part_target.max(0.1));
     while Instant::now() < until {
         let (msn, part) = pl.next_part();
         let sep = match &sid_query {
@@ -100,10 +114,36 @@ pub async fn light_viewer(
                     .and_then(|s| s.parts.first())
             })
             .map(|p| p.uri.clone());
+        let duration = pl
+            .segments
+            .iter()
+            .flat_map(|s| s.parts.iter())
+            .find(|p| Some(&p.uri) == uri.as_ref())
+            .map_or(0.0, |p| p.duration);
         if let Some(uri) = uri {
+            let asked = Instant::now();
             match c.get(format!("{base}/{uri}")).send().await {
                 Ok(r) if r.status() == 200 => match r.bytes().await {
                     Ok(b) => {
+                        let us = asked.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                        {
+                            let mut l = stats
+                                .part_latency_us
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner());
+                            if l.len() < 1_000_000 {
+                                l.push(us);
+                            }
+                        }
+                        let stalls = playback.stalls.len();
+                        playback.append(t0.elapsed().as_secs_f64(), duration, false);
+                        if playback.stalls.len() > stalls {
+                            stats.underruns.fetch_add(1, Ordering::Relaxed);
+                            let last = playback.stalls.last().copied().unwrap_or(0.0);
+                            stats
+                                .underrun_us
+                                .fetch_add((last * 1e6) as u64, Ordering::Relaxed);
+                        }
                         stats.parts.fetch_add(1, Ordering::Relaxed);
                         stats.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
                     }
@@ -125,12 +165,27 @@ pub struct LoadReport {
     pub part_requests: u64,
     pub bytes: u64,
     pub errors: Vec<String>,
+    /// Part fetch latency (request to last byte), milliseconds.
+    pub part_latency_p50_ms: Option<f64>,
+    pub part_latency_p99_ms: Option<f64>,
+    /// Buffer underruns over all viewers, and their total duration (seconds).
+    pub underruns: u64,
+    pub underrun_secs: f64,
 }
 
 impl LoadReport {
     pub fn requests_per_second(&self) -> f64 {
         (self.playlist_requests + self.part_requests) as f64 / self.seconds.max(1e-9)
     }
+}
+
+fn percentile_ms(v: &mut [u32], p: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    let i = ((v.len() - 1) as f64 * p).round() as usize;
+    v.get(i).map(|&us| f64::from(us) / 1000.0)
 }
 
 /// Runs `viewers` light viewers of `playlist_url` (each with its own session id, spread over
@@ -159,7 +214,17 @@ pub async fn load(playlist_url: &str, viewers: usize, duration: Duration) -> Loa
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    let mut lat = std::mem::take(
+        &mut *stats
+            .part_latency_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
     LoadReport {
+        part_latency_p50_ms: percentile_ms(&mut lat, 0.5),
+        part_latency_p99_ms: percentile_ms(&mut lat, 0.99),
+        underruns: stats.underruns.load(Ordering::Relaxed),
+        underrun_secs: stats.underrun_us.load(Ordering::Relaxed) as f64 / 1e6,
         viewers,
         seconds: started.elapsed().as_secs_f64(),
         playlist_requests: stats.playlists.load(Ordering::Relaxed),

@@ -1,0 +1,180 @@
+//! The LL-HLS player (`player_test::play`) against the real server: a clock-stamped source
+//! published by the ffmpeg CLI, played from the origin and through an edge, decoded by the
+//! ffmpeg CLI with the visual clock code read from every frame.
+//!
+//! - It plays at the live edge without polling: after the first playlist every reload is a
+//!   blocking one, parts come from preload hints, no whole segments, delta updates are used.
+//! - It plays through a publisher reconnect (EXT-X-DISCONTINUITY, a new init segment).
+//! - Its glass-to-glass figure is right to within a frame: the source stamps alternate runs
+//!   of frames 400 ms early, and one session must see exactly that step.
+//!
+//! Bounds are loose on purpose (a loaded 2-core CI machine); `bench/latency.sh` reports the
+//! real figures.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{hls, Cluster, Server};
+use player_test::glass::{self, PublishOptions};
+use player_test::player::{percentile, PlayerConfig, Report};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn decode_cfg(seconds: u64) -> PlayerConfig {
+    PlayerConfig {
+        duration: Duration::from_secs(seconds),
+        decode: true,
+        session_id: Some(format!("player-test-{}", std::process::id())),
+        ..Default::default()
+    }
+}
+
+fn check_live_edge(name: &str, r: &Report) {
+    eprintln!("{name}: {}", r.summary());
+    assert!(r.fatal.is_none(), "{name}: {:?}", r.fatal);
+    assert!(r.errors.is_empty(), "{name}: {:?}", r.errors);
+    let q = &r.requests;
+    assert_eq!(
+        q.playlists - q.blocking_playlists,
+        1,
+        "{name}: only the first playlist load may be a plain one (no polling): {q:?}"
+    );
+    assert!(q.delta_playlists > 0, "{name}: no delta updates: {q:?}");
+    assert!(
+        q.hinted_parts >= 15,
+        "{name}: parts at the live edge come from preload hints: {q:?}"
+    );
+    assert_eq!(
+        q.segments, 0,
+        "{name}: whole segments at the live edge: {q:?}"
+    );
+    assert!(
+        r.ttff.is_some_and(|t| t < Duration::from_secs(8)),
+        "{name}: TTFF {:?}",
+        r.ttff
+    );
+    assert!(r.frames >= 150, "{name}: {} frames decoded", r.frames);
+    assert!(
+        r.visual_latency_ms.len() >= 120,
+        "{name}: {} frames with a readable code shown",
+        r.visual_latency_ms.len()
+    );
+    let p50 = percentile(&r.visual_latency_ms, 0.5).unwrap();
+    assert!(
+        (200..6000).contains(&p50),
+        "{name}: glass-to-glass p50 {p50} ms"
+    );
+    // The server stamps program date-time when media arrives, after capture.
+    let enc = percentile(&r.visual_minus_pdt_ms, 0.5).unwrap();
+    assert!((-50..3000).contains(&enc), "{name}: capture → PDT {enc} ms");
+    assert!(r.stall_secs() < 3.0, "{name}: stalled {:?}", r.stalls);
+}
+
+#[test]
+fn plays_at_the_live_edge_from_origin_and_through_an_edge() {
+    let cluster = Cluster::start(1, &common::config(""), &[]);
+    let url = cluster.rtmp_url(common::KEY);
+    let publisher =
+        std::thread::spawn(move || glass::publish(&url, &PublishOptions::new(640, 360, 30, 26.0)));
+    let rt = common::runtime();
+    rt.block_on(async {
+        hls::wait_stream(&hls::client(), &cluster.origin_base(), "cam").await;
+        let origin = format!("{}/live/cam/index.m3u8", cluster.origin_base());
+        let edge = format!("{}/live/cam/index.m3u8", cluster.edge_base(0));
+        let (o, e) = tokio::join!(
+            player_test::play(&origin, decode_cfg(12)),
+            player_test::play(&edge, decode_cfg(12))
+        );
+        check_live_edge("origin", &o);
+        check_live_edge("edge", &e);
+    });
+    publisher.join().unwrap().unwrap();
+}
+
+#[test]
+fn plays_through_a_publisher_reconnect() {
+    let server = Server::start(&common::config("grace_period = 5.0"));
+    let url = server.rtmp_url(common::KEY);
+    let second_start = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+    let mark = second_start.clone();
+    let publishers = std::thread::spawn(move || {
+        glass::publish(&url, &PublishOptions::new(640, 360, 30, 8.0))?;
+        std::thread::sleep(Duration::from_millis(800));
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        mark.store(now.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+        glass::publish(&url, &PublishOptions::new(640, 360, 30, 14.0))
+    });
+    let rt = common::runtime();
+    let r = rt.block_on(async {
+        hls::wait_stream(&hls::client(), &server.base(), "cam").await;
+        let media = format!("{}/live/cam/source/index.m3u8", server.base());
+        player_test::play(&media, decode_cfg(16)).await
+    });
+    publishers.join().unwrap().unwrap();
+    eprintln!("reconnect: {}", r.summary());
+    assert!(r.fatal.is_none(), "{:?}", r.fatal);
+    assert!(r.discontinuities >= 1, "no discontinuity played");
+    let second = second_start.load(std::sync::atomic::Ordering::SeqCst);
+    let after = r.shown_frames.iter().filter(|(c, _)| *c >= second).count();
+    let before = r.shown_frames.iter().filter(|(c, _)| *c < second).count();
+    assert!(before >= 60, "{before} frames of the first session shown");
+    assert!(after >= 60, "{after} frames of the second session shown");
+}
+
+/// The source stamps alternate runs of 30 frames 400 ms early: one player session must see
+/// latencies in two groups exactly 400 ms apart, within one frame (33 ms).
+#[test]
+fn measures_a_known_delay_within_one_frame() {
+    const DELAY: i64 = 400;
+    let server = Server::start(&common::config(""));
+    let url = server.rtmp_url(common::KEY);
+    let publisher = std::thread::spawn(move || {
+        let o = PublishOptions {
+            delay_ms: DELAY as u64,
+            delay_every: Some(30),
+            ..PublishOptions::new(640, 360, 30, 22.0)
+        };
+        glass::publish(&url, &o)
+    });
+    let rt = common::runtime();
+    let r = rt.block_on(async {
+        hls::wait_stream(&hls::client(), &server.base(), "cam").await;
+        let media = format!("{}/live/cam/source/index.m3u8", server.base());
+        player_test::play(&media, decode_cfg(12)).await
+    });
+    publisher.join().unwrap().unwrap();
+    eprintln!("known delay: {}", r.summary());
+    assert!(r.fatal.is_none(), "{:?}", r.fatal);
+    let lat = &r.visual_latency_ms;
+    assert!(lat.len() >= 200, "{} frames", lat.len());
+    // Split at the midpoint between the extremes' medians.
+    let lo_guess = percentile(lat, 0.1).unwrap();
+    let hi_guess = percentile(lat, 0.9).unwrap();
+    let mid = (lo_guess + hi_guess) / 2;
+    let lo: Vec<i64> = lat.iter().copied().filter(|&l| l < mid).collect();
+    let hi: Vec<i64> = lat.iter().copied().filter(|&l| l >= mid).collect();
+    assert!(
+        lo.len() >= 60 && hi.len() >= 60,
+        "{} / {}",
+        lo.len(),
+        hi.len()
+    );
+    let step = percentile(&hi, 0.5).unwrap() - percentile(&lo, 0.5).unwrap();
+    assert!(
+        (step - DELAY).abs() <= 33,
+        "measured step {step} ms for a {DELAY} ms delay"
+    );
+    // Frame by frame: neighbours differ by under a frame, or by the delay (a run boundary).
+    let good = lat
+        .windows(2)
+        .filter(|w| {
+            let d = (w[1] - w[0]).abs();
+            d <= 33 || (d - DELAY).abs() <= 33
+        })
+        .count();
+    assert!(
+        good * 100 >= (lat.len() - 1) * 95,
+        "only {good} of {} neighbouring frames within a frame",
+        lat.len() - 1
+    );
+}
