@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One command to test Ferrocast: installs the system packages the suite needs (Debian's FFmpeg
-# CLI, libsrt, srt-tools, curl, openssl, docker-compose for validating deploy/compose.yaml, a C
-# toolchain), then checks formatting, lints, and runs the whole test suite (unit tests
-# and the integration tests that drive the real binary with the real ffmpeg CLI).
+# CLI, libsrt, srt-tools, curl, openssl, docker-compose for validating deploy/compose.yaml,
+# Chromium for the browser test, Node.js if absent, a C toolchain) and the browser test's npm
+# packages (hls.js, playwright-core; no browser download), then checks formatting, lints, and
+# runs the whole test suite (unit tests and the integration tests that drive the real binary
+# with the real ffmpeg CLI, and hls.js in headless Chromium).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -15,12 +17,21 @@ command -v srt-live-transmit >/dev/null 2>&1 || need+=(srt-tools)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+[ -x /usr/bin/chromium ] || need+=(chromium fonts-liberation)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${need[@]}"
 fi
+
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "warning: Node.js $(node --version) found; the browser test's playwright-core wants 20+" >&2
+fi
+npm ci --prefix crates/player-test/browser --no-audit --no-fund
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

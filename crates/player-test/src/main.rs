@@ -146,20 +146,23 @@ fn main() -> anyhow::Result<()> {
                 session_id: Some(format!("watch-{}", std::process::id())),
                 ..Default::default()
             };
+            let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let progress = (!json).then(|| {
+                let done = done.clone();
                 std::thread::spawn(move || {
                     let start = std::time::Instant::now();
-                    while start.elapsed().as_secs_f64() < duration {
+                    while !done.load(std::sync::atomic::Ordering::Relaxed) {
                         eprint!(
                             "\rwatching… {:.0}/{duration:.0}s",
                             start.elapsed().as_secs_f64()
                         );
-                        std::thread::sleep(Duration::from_secs(1));
+                        std::thread::sleep(Duration::from_millis(250));
                     }
                     eprintln!();
                 })
             });
             let r = rt.block_on(player_test::play(&url, cfg));
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
             if let Some(p) = progress {
                 let _ = p.join();
             }

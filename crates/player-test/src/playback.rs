@@ -137,6 +137,11 @@ impl Playback {
         self.stalled_since.is_some()
     }
 
+    /// When the stall in progress began, if stalled.
+    pub fn stalled_since(&self) -> Option<f64> {
+        self.stalled_since
+    }
+
     /// Wall time at which the playhead reached (or, playing on without a stall, will reach)
     /// timeline position `pos`; `None` if that is not known yet (not buffered, or stalled
     /// before it).
@@ -152,7 +157,7 @@ impl Playback {
 
     /// Total stall time, counting a stall still in progress at `now`.
     pub fn stalled_secs(&self, now: f64) -> f64 {
-        self.stalls.iter().sum::<f64>() + self.stalled_since.map_or(0.0, |s| now - s)
+        self.stalls.iter().fold(0.0, |a, b| a + b) + self.stalled_since.map_or(0.0, |s| now - s)
     }
 }
 

@@ -139,7 +139,8 @@ pub fn percentile(v: &[i64], p: f64) -> Option<i64> {
 
 impl Report {
     pub fn stall_secs(&self) -> f64 {
-        self.stalls.iter().sum()
+        // (A float `sum()` of nothing is -0.0.)
+        self.stalls.iter().fold(0.0, |a, b| a + b)
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -1170,10 +1171,8 @@ pub async fn play(url: &str, cfg: PlayerConfig) -> Report {
     let mut report = std::mem::take(&mut player.report);
     report.seconds = now;
     report.stalls = player.playback.stalls.clone();
-    if player.playback.stalled() {
-        report
-            .stalls
-            .push(player.playback.stalled_secs(now) - player.playback.stalls.iter().sum::<f64>());
+    if let Some(since) = player.playback.stalled_since() {
+        report.stalls.push(now - since);
     }
     if let Some(c) = &player.cur {
         report.variant_seconds.push((
