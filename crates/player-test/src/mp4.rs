@@ -179,6 +179,23 @@ mod tests {
         v
     }
 
+    /// An init segment and a (non-independent) part captured from `ferrocast serve`
+    /// (640x360 x264 + AAC published with ffmpeg): ffprobe reads 9 video packets from 52.3 s.
+    #[test]
+    fn reads_a_real_ferrocast_part() {
+        let init = include_bytes!("../testdata/ferrocast_init_360p.mp4");
+        let part = include_bytes!("../testdata/ferrocast_part_360p.m4s");
+        let track = video_track(init).unwrap();
+        assert_eq!(track.timescale, 90_000);
+        let run = video_run(part, track).unwrap().unwrap();
+        assert_eq!(run.samples, 9);
+        assert!((run.start_secs - 52.3).abs() < 1e-9, "{}", run.start_secs);
+        // Every truncation of it is an error or a shorter read, never a panic.
+        for cut in 0..part.len() {
+            let _ = video_run(&part[..cut], track);
+        }
+    }
+
     #[test]
     fn reads_video_track_and_runs() {
         let mut tkhd = vec![0u8; 84];

@@ -1182,3 +1182,50 @@ pub async fn play(url: &str, cfg: PlayerConfig) -> Report {
     }
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn playlist(text: &str) -> MediaPlaylist {
+        MediaPlaylist::parse(text).unwrap()
+    }
+
+    /// The start point is PART-HOLD-BACK behind the last part, fetched from the independent
+    /// part before it, with the media in between seeked past.
+    #[test]
+    fn starts_hold_back_behind_the_edge_on_an_independent_part() {
+        let pl = playlist(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.0\n#EXT-X-PART-INF:PART-TARGET=0.333\n#EXT-X-MEDIA-SEQUENCE:5\n\
+             #EXT-X-PART:DURATION=0.5,URI=\"5.0.m4s\",INDEPENDENT=YES\n#EXT-X-PART:DURATION=0.5,URI=\"5.1.m4s\"\n#EXT-X-PART:DURATION=0.5,URI=\"5.2.m4s\"\n#EXT-X-PART:DURATION=0.5,URI=\"5.3.m4s\"\n#EXTINF:2.0,\n5.m4s\n\
+             #EXT-X-PART:DURATION=0.5,URI=\"6.0.m4s\",INDEPENDENT=YES\n#EXT-X-PART:DURATION=0.5,URI=\"6.1.m4s\"\n",
+        );
+        // 1.0 s back from the end of 6.1 is the start of 6.0, itself independent.
+        assert_eq!(Player::start_point(&pl), Some(((6, 0), 0.0)));
+        let pl = playlist(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.0\n#EXT-X-PART-INF:PART-TARGET=0.333\n#EXT-X-MEDIA-SEQUENCE:5\n\
+             #EXT-X-PART:DURATION=0.5,URI=\"5.0.m4s\",INDEPENDENT=YES\n#EXT-X-PART:DURATION=0.5,URI=\"5.1.m4s\"\n#EXT-X-PART:DURATION=0.5,URI=\"5.2.m4s\"\n#EXT-X-PART:DURATION=0.5,URI=\"5.3.m4s\"\n",
+        );
+        // 1.0 s back is 5.2: fetch from 5.0, seek 1.0 s in.
+        assert_eq!(Player::start_point(&pl), Some(((5, 0), 1.0)));
+        // Without parts: three segments back.
+        let pl = playlist("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:1\n#EXTINF:2,\n1.ts\n#EXTINF:2,\n2.ts\n#EXTINF:2,\n3.ts\n#EXTINF:2,\n4.ts\n");
+        assert_eq!(Player::start_point(&pl), Some(((2, 0), 0.0)));
+        assert_eq!(Player::start_point(&playlist("#EXTM3U\n")), None);
+    }
+
+    #[test]
+    fn reports_percentiles_and_json() {
+        assert_eq!(percentile(&[], 0.5), None);
+        assert_eq!(percentile(&[30, 10, 20], 0.5), Some(20));
+        assert_eq!(percentile(&[30, 10, 20], 1.0), Some(30));
+        let r = Report {
+            visual_latency_ms: vec![1000, 1100, 1200],
+            ..Default::default()
+        };
+        let j = r.to_json();
+        assert_eq!(j["latency_ms"]["p50"], 1100);
+        assert_eq!(j["stalls"]["total_s"], 0.0);
+        assert!(r.summary().contains("p50 1100"));
+    }
+}
