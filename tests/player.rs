@@ -18,7 +18,16 @@ mod common;
 use common::{hls, Cluster, Server};
 use player_test::glass::{self, PublishOptions};
 use player_test::player::{percentile, PlayerConfig, Report};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// These tests each run a real-time encoder and decoders; one at a time, so that a 2-core CI
+/// machine measures latency rather than its own overload.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn decode_cfg(seconds: u64) -> PlayerConfig {
     PlayerConfig {
@@ -72,6 +81,7 @@ fn check_live_edge(name: &str, r: &Report) {
 
 #[test]
 fn plays_at_the_live_edge_from_origin_and_through_an_edge() {
+    let _serial = one_at_a_time();
     let cluster = Cluster::start(1, &common::config(""), &[]);
     let url = cluster.rtmp_url(common::KEY);
     let publisher =
@@ -93,6 +103,7 @@ fn plays_at_the_live_edge_from_origin_and_through_an_edge() {
 
 #[test]
 fn plays_through_a_publisher_reconnect() {
+    let _serial = one_at_a_time();
     let server = Server::start(&common::config("grace_period = 5.0"));
     let url = server.rtmp_url(common::KEY);
     let second_start = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
@@ -125,6 +136,7 @@ fn plays_through_a_publisher_reconnect() {
 /// latencies in two groups exactly 400 ms apart, within one frame (33 ms).
 #[test]
 fn measures_a_known_delay_within_one_frame() {
+    let _serial = one_at_a_time();
     const DELAY: i64 = 400;
     let server = Server::start(&common::config(""));
     let url = server.rtmp_url(common::KEY);

@@ -746,13 +746,11 @@ impl Player {
         });
         // A blocking request for the target's last part from its rendition report.
         let target = self.urls[s.to].clone();
-        let via = self.cur.as_ref().and_then(|c| {
-            c.playlist.rendition_reports.iter().find_map(|r| {
-                let u = c.url.join(&r.uri).ok()?;
-                (u.path() == target.path() && u.host() == target.host())
-                    .then(|| self.blocking_url(&target, r.last_msn, r.last_part, false))
-            })
-        });
+        let via = self
+            .cur
+            .as_ref()
+            .and_then(|c| report_for(&c.url, &c.playlist, &target))
+            .map(|(msn, part)| self.blocking_url(&target, msn, part, false));
         if via.is_some() {
             self.report.requests.blocking_playlists += 1;
         }
@@ -1061,6 +1059,16 @@ impl Player {
     }
 }
 
+/// The `(LAST-MSN, LAST-PART)` that `playlist` (fetched from `url`) reports for the rendition
+/// at `target`, if it carries an `EXT-X-RENDITION-REPORT` for it.
+fn report_for(url: &Url, playlist: &MediaPlaylist, target: &Url) -> Option<(u64, Option<usize>)> {
+    playlist.rendition_reports.iter().find_map(|r| {
+        let u = url.join(&r.uri).ok()?;
+        (u.path() == target.path() && u.host() == target.host() && u.port() == target.port())
+            .then_some((r.last_msn, r.last_part))
+    })
+}
+
 /// Plays `url` (a multivariant or media playlist) as configured and reports what a viewer got.
 pub async fn play(url: &str, cfg: PlayerConfig) -> Report {
     let t0 = Instant::now();
@@ -1212,6 +1220,21 @@ mod tests {
         let pl = playlist("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:1\n#EXTINF:2,\n1.ts\n#EXTINF:2,\n2.ts\n#EXTINF:2,\n3.ts\n#EXTINF:2,\n4.ts\n");
         assert_eq!(Player::start_point(&pl), Some(((2, 0), 0.0)));
         assert_eq!(Player::start_point(&playlist("#EXTM3U\n")), None);
+    }
+
+    /// A switch asks the target for the part its rendition report names.
+    #[test]
+    fn finds_the_rendition_report_of_the_target() {
+        let pl = playlist(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:5\n#EXT-X-PART:DURATION=0.5,URI=\"5.0.m4s\"\n\
+             #EXT-X-RENDITION-REPORT:URI=\"../480p/index.m3u8\",LAST-MSN=5,LAST-PART=0\n\
+             #EXT-X-RENDITION-REPORT:URI=\"../240p/index.m3u8\",LAST-MSN=4,LAST-PART=3\n",
+        );
+        let url = Url::parse("http://edge:8081/live/cam/720p/index.m3u8?fcsid=x").unwrap();
+        let target = Url::parse("http://edge:8081/live/cam/240p/index.m3u8").unwrap();
+        assert_eq!(report_for(&url, &pl, &target), Some((4, Some(3))));
+        let other = Url::parse("http://edge:8081/live/other/240p/index.m3u8").unwrap();
+        assert_eq!(report_for(&url, &pl, &other), None);
     }
 
     #[test]
