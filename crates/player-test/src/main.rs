@@ -144,21 +144,34 @@ fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 },
                 session_id: Some(format!("watch-{}", std::process::id())),
+                progress: Some(Default::default()),
                 ..Default::default()
             };
+            // The progress line: rewritten in place on a terminal, a line every 10 s otherwise.
             let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let status = cfg.progress.clone();
             let progress = (!json).then(|| {
                 let done = done.clone();
                 std::thread::spawn(move || {
-                    let start = std::time::Instant::now();
+                    use std::io::IsTerminal;
+                    let tty = std::io::stderr().is_terminal();
+                    let mut ticks = 0u64;
                     while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                        eprint!(
-                            "\rwatching… {:.0}/{duration:.0}s",
-                            start.elapsed().as_secs_f64()
-                        );
                         std::thread::sleep(Duration::from_millis(250));
+                        ticks += 1;
+                        let line = status
+                            .as_ref()
+                            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone())
+                            .unwrap_or_default();
+                        if tty {
+                            eprint!("\r\x1b[K{line}");
+                        } else if ticks.is_multiple_of(40) {
+                            eprintln!("{line}");
+                        }
                     }
-                    eprintln!();
+                    if tty {
+                        eprintln!();
+                    }
                 })
             });
             let r = rt.block_on(player_test::play(&url, cfg));

@@ -47,6 +47,8 @@ pub struct PlayerConfig {
     pub fatal_after: Duration,
     /// Session id sent as `fcsid` on playlist requests (the server counts viewers by it).
     pub session_id: Option<String>,
+    /// A one-line status the player keeps current while it runs (for a progress display).
+    pub progress: Option<std::sync::Arc<std::sync::Mutex<String>>>,
 }
 
 impl Default for PlayerConfig {
@@ -62,6 +64,7 @@ impl Default for PlayerConfig {
             probe_interval: 2.0,
             fatal_after: Duration::from_secs(15),
             session_id: None,
+            progress: None,
         }
     }
 }
@@ -562,6 +565,26 @@ impl Player {
             }
             false
         });
+        if let Some(p) = &self.cfg.progress {
+            let variant = self
+                .cur
+                .as_ref()
+                .map_or("-", |c| self.variants[c.variant].uri.as_str());
+            let line = format!(
+                "{:5.1}s  {}  buffer {:.2}s  glass-to-glass {} ms  stalls {}  parts {}  errors {}",
+                now,
+                variant,
+                self.playback.buffer(now),
+                self.report
+                    .visual_latency_ms
+                    .last()
+                    .map_or("-".to_owned(), |l| l.to_string()),
+                self.playback.stalls.len() + usize::from(self.playback.stalled()),
+                self.report.requests.parts + self.report.requests.hinted_parts,
+                self.report.errors.len()
+            );
+            *p.lock().unwrap_or_else(|e| e.into_inner()) = line;
+        }
         // Unbounded growth guard: anything a minute old is not going to be shown.
         if self.pending.len() > 20_000 {
             self.pending.drain(..10_000);
