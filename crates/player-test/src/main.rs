@@ -54,6 +54,15 @@ enum Command {
         /// Minimum seconds between ordinary down-switches.
         #[arg(long, default_value_t = 30.0)]
         down_interval: f64,
+        /// Seconds a higher variant must fit before switching up to it.
+        #[arg(long, default_value_t = 4.0)]
+        up_after: f64,
+        /// Buffer (seconds) under which one emergency down-switch is allowed.
+        #[arg(long, default_value_t = 0.35)]
+        emergency_buffer: f64,
+        /// Assumed throughput (bits/s) before the first sample: picks the first variant.
+        #[arg(long, default_value_t = 5_000_000)]
+        start_bandwidth: u64,
     },
     /// Run K light LL-HLS viewers (own connection and session each) against a media playlist.
     Load {
@@ -124,12 +133,20 @@ fn main() -> anyhow::Result<()> {
             no_preload_hints,
             no_delta,
             down_interval,
+            up_after,
+            emergency_buffer,
+            start_bandwidth,
         } => {
             anyhow::ensure!(
                 duration > 0.0 && duration <= 86_400.0,
                 "--duration must be in (0, 86400]"
             );
-            anyhow::ensure!(down_interval >= 0.0, "--down-interval must be >= 0");
+            anyhow::ensure!(
+                (0.0..=3600.0).contains(&down_interval)
+                    && (0.0..=3600.0).contains(&up_after)
+                    && (0.0..=60.0).contains(&emergency_buffer),
+                "--down-interval and --up-after must be in [0, 3600], --emergency-buffer in [0, 60]"
+            );
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -141,8 +158,11 @@ fn main() -> anyhow::Result<()> {
                 pin: variant,
                 abr: player_test::abr::AbrConfig {
                     down_interval,
+                    up_after,
+                    emergency_buffer,
                     ..Default::default()
                 },
+                start_bandwidth,
                 session_id: Some(format!("watch-{}", std::process::id())),
                 progress: Some(Default::default()),
                 ..Default::default()
