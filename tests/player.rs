@@ -190,3 +190,66 @@ fn measures_a_known_delay_within_one_frame() {
         lat.len() - 1
     );
 }
+
+/// A hostile or broken server: garbage playlists, garbage media, a playlist that never moves
+/// and ignores blocking requests. The player reports errors (or gives up) without panicking
+/// and without turning blocking reloads into a request storm.
+#[test]
+fn survives_a_broken_server() {
+    use axum::routing::get;
+    let rt = common::runtime();
+    rt.block_on(async {
+        let stuck = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:1\n\
+            #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.0\n\
+            #EXT-X-PART-INF:PART-TARGET=0.33300\n#EXT-X-MEDIA-SEQUENCE:1\n\
+            #EXT-X-MAP:URI=\"init.mp4\"\n#EXT-X-PROGRAM-DATE-TIME:2026-11-27T22:00:00.000Z\n\
+            #EXT-X-PART:DURATION=0.33300,URI=\"1.0.m4s\",INDEPENDENT=YES\n\
+            #EXT-X-PART:DURATION=0.33300,URI=\"1.1.m4s\"\n\
+            #EXT-X-PART:DURATION=0.33300,URI=\"1.2.m4s\"\n\
+            #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"1.3.m4s\"\n";
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new()
+            .route(
+                "/garbage.m3u8",
+                get(|| async { "\u{0}\u{1}<html>not a playlist" }),
+            )
+            .route(
+                "/multi.m3u8",
+                get(|| async { "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=x\nv.m3u8\n" }),
+            )
+            .route(
+                "/stuck/index.m3u8",
+                get(move || {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    async move { stuck }
+                }),
+            )
+            .route(
+                "/stuck/{file}",
+                get(|| async { vec![0x5au8; 3000] }), // not MP4 at all
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let cfg = |s| PlayerConfig {
+            duration: Duration::from_secs(s),
+            decode: true,
+            fatal_after: Duration::from_secs(3),
+            ..Default::default()
+        };
+        for bad in ["garbage.m3u8", "multi.m3u8", "nothing-here.m3u8"] {
+            let r = player_test::play(&format!("http://{addr}/{bad}"), cfg(2)).await;
+            assert!(r.fatal.is_some(), "{bad}: {}", r.summary());
+        }
+        let r = player_test::play(&format!("http://{addr}/stuck/index.m3u8"), cfg(5)).await;
+        eprintln!("stuck server: {}", r.summary());
+        assert!(
+            r.fatal.is_some(),
+            "a stream that never moves is given up on"
+        );
+        assert_eq!(r.frames, 0);
+        let n = hits.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(n < 40, "{n} playlist requests in a few seconds: polling");
+    });
+}

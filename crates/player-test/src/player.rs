@@ -1059,6 +1059,20 @@ impl Player {
                 Some(Err(e)) => self.error(e),
                 None => {}
             }
+            // A server that answers a blocking reload without the part asked for (one that
+            // ignores `_HLS_msn`, or a stream that ended) must not turn this into polling.
+            let answered = self
+                .cur
+                .as_ref()
+                .is_some_and(|c| c.playlist.endlist || c.playlist.resolve(msn, part).is_some());
+            if !answered {
+                let wait = self
+                    .cur
+                    .as_ref()
+                    .map_or(0.5, |c| c.playlist.part_target.clamp(0.1, 1.0));
+                tracing::debug!(msn, part, "blocking reload returned without the part");
+                tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+            }
         }
         self.settle();
     }
