@@ -554,6 +554,9 @@ impl Player {
             if p.frame && decode && report.ttff.is_none() {
                 report.ttff = Some(Duration::from_secs_f64(shown));
             }
+            if report.visual_latency_ms.len() + report.pdt_latency_ms.len() > 4_000_000 {
+                return false; // a day of frames is plenty for percentiles
+            }
             if p.frame {
                 report.visual_latency_ms.push(shown_ms - p.stamp_ms);
                 report.shown_frames.push((p.stamp_ms as u64, shown_ms));
