@@ -112,8 +112,6 @@ pub struct Report {
     /// The stream ended (`EXT-X-ENDLIST`) before the duration was up.
     pub ended: bool,
     pub discontinuities: u64,
-    /// Media skipped (seconds): gaps when the player fell out of the window.
-    pub skipped: f64,
     /// Capture → shown latency of each decoded frame whose clock code was read (ms).
     pub visual_latency_ms: Vec<i64>,
     /// Program date-time → shown latency at the start of each part or segment (ms).
@@ -184,7 +182,6 @@ impl Report {
             },
             "bytes": self.bytes,
             "discontinuities": self.discontinuities,
-            "skipped_s": self.skipped,
             "errors": self.errors.len(),
             "first_errors": self.errors.iter().take(5).collect::<Vec<_>>(),
             "fatal": self.fatal,
@@ -422,7 +419,13 @@ impl Player {
         let Some(cur) = &self.cur else {
             return Ok(());
         };
-        let Some(map) = cur.playlist.segment(msn).and_then(|s| s.map.clone()) else {
+        // A segment not listed yet (a hinted part's) uses the map in force at the end.
+        let Some(map) = cur
+            .playlist
+            .segment(msn)
+            .or(cur.playlist.segments.last())
+            .and_then(|s| s.map.clone())
+        else {
             return Ok(());
         };
         if cur.init_uri.as_deref() == Some(map.as_str()) {
@@ -953,6 +956,14 @@ impl Player {
                 self.report.ended = true;
                 break;
             }
+            // The hinted part needs its init segment (after a switch, the new variant's).
+            if let Err((status, e)) = self.ensure_init(msn).await {
+                let v = self.playing_variant();
+                self.on_failure(v, status, e).await;
+                continue;
+            }
+            let Some(cur) = &self.cur else { break };
+            let pl = &cur.playlist;
             let now = self.now();
             self.playback.at_live_edge(now);
             if self.report.ttff.is_none() && !self.cfg.decode {
