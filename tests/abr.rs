@@ -6,7 +6,8 @@
 //! - step down when the link narrows, never make two ordinary down-switches within 30 s
 //!   (one emergency switch is allowed when the buffer is about to run dry),
 //! - step back up when throughput returns,
-//! - survive a rendition that starts answering 404 by switching away, without a fatal error.
+//! - survive a rendition that starts answering 404 by switching away, without a fatal error,
+//!   decoding (the ffmpeg CLI) all the way through the switches.
 
 #![allow(clippy::unwrap_used)]
 
@@ -227,6 +228,7 @@ fn abr_steps_down_with_discipline_steps_up_and_survives_a_404() {
         };
         let cfg = PlayerConfig {
             duration: Duration::from_secs(60),
+            decode: true,
             session_id: Some("abr-test".into()),
             ..Default::default()
         };
@@ -249,6 +251,13 @@ fn abr_steps_down_with_discipline_steps_up_and_survives_a_404() {
         );
     }
     assert!(report.fatal.is_none(), "fatal: {:?}", report.fatal);
+    // Decoded throughout, across every switch (a fresh decoder and init segment per variant).
+    assert!(report.ttff.is_some());
+    assert!(
+        report.frames >= 1200,
+        "only {} frames decoded in 60 s",
+        report.frames
+    );
     let sw = &report.switches;
     let rung = |uri: &str| LADDER.iter().position(|r| uri.starts_with(r.0)).unwrap();
     assert!(report

@@ -304,8 +304,8 @@ struct Appended {
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     pos: f64,
-    /// Capture time (visual code) or PDT, Unix ms.
-    stamp_ms: i64,
+    /// Capture time (visual code; `None` for a frame without a readable code) or PDT, Unix ms.
+    stamp_ms: Option<i64>,
     /// Not shown before this (seconds on the player clock): when it left the decoder.
     ready: f64,
     /// PDT at that position, for the visual-vs-PDT comparison (frames only).
@@ -484,10 +484,10 @@ impl Player {
     /// Maps a decoded frame onto the timeline and queues it to be shown.
     fn on_frame(&mut self, gen: u64, f: DecodedFrame) {
         self.report.frames += 1;
-        let Some(code) = f.code_ms else {
+        let code = f.code_ms;
+        if code.is_none() {
             self.report.unreadable_frames += 1;
-            return;
-        };
+        }
         let Some(pts) = f.pts else { return };
         let parts: Vec<&Appended> = self
             .appended
@@ -507,11 +507,11 @@ impl Player {
             return;
         };
         let into = (media - a.media_start.unwrap_or(media)).max(0.0);
-        tracing::trace!(pts, offset, media, part_start = ?a.media_start, timeline = a.timeline, into, code, "frame");
+        tracing::trace!(pts, offset, media, part_start = ?a.media_start, timeline = a.timeline, into, ?code, "frame");
         let ready = f.at.saturating_duration_since(self.t0).as_secs_f64();
         self.pending.push(Pending {
             pos: a.timeline + into,
-            stamp_ms: code as i64,
+            stamp_ms: code.map(|c| c as i64),
             ready,
             pdt_ms: a.pdt_ms.map(|p| p + (into * 1000.0) as i64),
             frame: true,
@@ -544,7 +544,7 @@ impl Player {
                 pos = p.pos,
                 shown,
                 ready = p.ready,
-                stamp = p.stamp_ms,
+                stamp = ?p.stamp_ms,
                 unix0,
                 frame = p.frame,
                 "shown"
@@ -560,14 +560,16 @@ impl Player {
             if report.visual_latency_ms.len() + report.pdt_latency_ms.len() > 4_000_000 {
                 return false; // a day of frames is plenty for percentiles
             }
-            if p.frame {
-                report.visual_latency_ms.push(shown_ms - p.stamp_ms);
-                report.shown_frames.push((p.stamp_ms as u64, shown_ms));
-                if let Some(pdt) = p.pdt_ms {
-                    report.visual_minus_pdt_ms.push(pdt - p.stamp_ms);
+            match (p.frame, p.stamp_ms) {
+                (true, Some(stamp)) => {
+                    report.visual_latency_ms.push(shown_ms - stamp);
+                    report.shown_frames.push((stamp as u64, shown_ms));
+                    if let Some(pdt) = p.pdt_ms {
+                        report.visual_minus_pdt_ms.push(pdt - stamp);
+                    }
                 }
-            } else {
-                report.pdt_latency_ms.push(shown_ms - p.stamp_ms);
+                (false, Some(pdt)) => report.pdt_latency_ms.push(shown_ms - pdt),
+                _ => {}
             }
             false
         });
@@ -653,7 +655,7 @@ impl Player {
             if add > 0.0 {
                 self.pending.push(Pending {
                     pos: timeline + skip_into,
-                    stamp_ms: p + (skip_into * 1000.0) as i64,
+                    stamp_ms: Some(p + (skip_into * 1000.0) as i64),
                     ready: now,
                     pdt_ms: None,
                     frame: false,
