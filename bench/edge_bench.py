@@ -26,6 +26,16 @@ def free_port():
     return p
 
 
+def nginx_dirs(*extra):
+    """A temp dir for an nginx run, with the dirs nginx writes (its workers drop privileges)."""
+    tmp = tempfile.mkdtemp()
+    os.chmod(tmp, 0o755)
+    for d in ("proxy_temp", "client_temp", "fastcgi_temp", "uwsgi_temp", "scgi_temp", *extra):
+        os.makedirs(os.path.join(tmp, d))
+        os.chmod(os.path.join(tmp, d), 0o777)
+    return tmp
+
+
 def get(url):
     return urllib.request.urlopen(url, timeout=30).read().decode()
 
@@ -50,11 +60,7 @@ def main():
     ap.add_argument("--duration", type=int, default=20)
     args = ap.parse_args()
     src = source(80)
-    tmp = tempfile.mkdtemp()
-    os.chmod(tmp, 0o755)  # nginx workers drop privileges and must reach their cache dir
-    for d in ("cache", "proxy_temp", "client_temp", "fastcgi_temp", "uwsgi_temp", "scgi_temp"):
-        os.makedirs(os.path.join(tmp, d))
-        os.chmod(os.path.join(tmp, d), 0o777)
+    tmp = nginx_dirs("cache")
     procs = []
     try:
         # A long window keeps the benchmarked objects at the origin for the whole run.

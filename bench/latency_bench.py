@@ -14,26 +14,16 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OUT = os.path.join(ROOT, "bench", "out")
-BIN = os.path.join(ROOT, "target", "release", "ferrocast")
-PLAYER = os.path.join(ROOT, "target", "release", "ferrocast-player")
+from edge_bench import NGINX, PLAYER, free_port, nginx_dirs
+from origin_bench import BIN, OUT, ROOT
+
 BROWSER = os.path.join(ROOT, "crates", "player-test", "browser")
 KEY = "latency-bench-key-0123456789"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def wait_ok(url, timeout=30):
@@ -142,16 +132,12 @@ http {{
 
 
 def nginx_rtmp(seconds, warmup, shot):
-    tmp = tempfile.mkdtemp()
-    os.chmod(tmp, 0o755)
-    for d in ("hls", "client_temp", "proxy_temp", "fastcgi_temp", "uwsgi_temp", "scgi_temp"):
-        os.makedirs(os.path.join(tmp, d))
-        os.chmod(os.path.join(tmp, d), 0o777)
+    tmp = nginx_dirs("hls")
     rtmp, http = free_port(), free_port()
     conf = os.path.join(tmp, "nginx.conf")
     with open(conf, "w") as f:
         f.write(NGINX_CONF.format(tmp=tmp, rtmp=rtmp, http=http))
-    nginx = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", conf], start_new_session=True)
+    nginx = subprocess.Popen([NGINX, "-c", conf], start_new_session=True)
     pub = None
     try:
         time.sleep(1)

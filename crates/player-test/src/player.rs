@@ -128,7 +128,7 @@ pub struct Report {
 }
 
 /// A percentile of `v` (nearest rank), `None` if empty.
-pub fn percentile(v: &[i64], p: f64) -> Option<i64> {
+pub fn percentile<T: Copy + Ord>(v: &[T], p: f64) -> Option<T> {
     if v.is_empty() {
         return None;
     }
@@ -458,13 +458,23 @@ impl Player {
         Ok(())
     }
 
-    fn restart_decoder(&mut self, init: Option<Vec<u8>>) {
-        if let Some(old) = self.decoder.take() {
+    /// Ends the current decoder, taking its last frames; a decoder that fell behind (input
+    /// dropped) is an error.
+    fn finish_decoder(&mut self) {
+        if let Some(d) = self.decoder.take() {
+            let overruns = d.overruns;
             let gen = self.decoder_gen;
-            for f in old.finish() {
+            for f in d.finish() {
                 self.on_frame(gen, f);
             }
+            if overruns > 0 {
+                self.error(format!("decoder fell behind: {overruns} chunks dropped"));
+            }
         }
+    }
+
+    fn restart_decoder(&mut self, init: Option<Vec<u8>>) {
+        self.finish_decoder();
         self.decoder_gen += 1;
         self.pts_offset = None;
         if !self.cfg.decode {
@@ -489,25 +499,27 @@ impl Player {
             self.report.unreadable_frames += 1;
         }
         let Some(pts) = f.pts else { return };
-        let parts: Vec<&Appended> = self
+        let ours = |a: &&Appended| a.decoder_gen == gen && a.media_start.is_some();
+        if self.pts_offset.is_none() {
+            // The decoder's first frame is the first sample of the first part it was fed.
+            let Some(first) = self.appended.iter().find(ours) else {
+                return;
+            };
+            self.pts_offset = Some(pts - first.media_start.unwrap_or(0.0));
+        }
+        let media = pts - self.pts_offset.unwrap_or(0.0);
+        // The part this frame came from: the latest of this decoder's that starts before it.
+        let Some(a) = self
             .appended
             .iter()
-            .filter(|a| a.decoder_gen == gen && a.media_start.is_some())
-            .collect();
-        let Some(first) = parts.first() else { return };
-        let offset = *self
-            .pts_offset
-            .get_or_insert(pts - first.media_start.unwrap_or(0.0));
-        let media = pts - offset;
-        let Some(a) = parts
-            .iter()
             .rev()
+            .filter(ours)
             .find(|a| a.media_start.is_some_and(|s| s <= media + 0.001))
         else {
             return;
         };
         let into = (media - a.media_start.unwrap_or(media)).max(0.0);
-        tracing::trace!(pts, offset, media, part_start = ?a.media_start, timeline = a.timeline, into, ?code, "frame");
+        tracing::trace!(pts, media, part_start = ?a.media_start, timeline = a.timeline, into, ?code, "frame");
         let ready = f.at.saturating_duration_since(self.t0).as_secs_f64();
         self.pending.push(Pending {
             pos: a.timeline + into,
@@ -964,15 +976,11 @@ impl Player {
                 self.on_failure(v, status, e).await;
                 continue;
             }
-            let Some(cur) = &self.cur else { break };
-            let pl = &cur.playlist;
             let now = self.now();
             self.playback.at_live_edge(now);
-            if self.report.ttff.is_none() && !self.cfg.decode {
-                if let Some(t) = self.playback.started_at() {
-                    self.report.ttff = Some(Duration::from_secs_f64(t));
-                }
-            }
+            self.note_start();
+            let Some(cur) = &self.cur else { break };
+            let pl = &cur.playlist;
             let hint = (self.cfg.preload_hints && pl.next_part() == (msn, part))
                 .then(|| pl.preload_hint.clone())
                 .flatten()
@@ -1222,13 +1230,8 @@ pub async fn play(url: &str, cfg: PlayerConfig) -> Report {
     };
     player.run().await;
     let now = player.now();
-    if let Some(d) = player.decoder.take() {
-        let gen = player.decoder_gen;
-        for f in d.finish() {
-            player.on_frame(gen, f);
-        }
-        player.settle();
-    }
+    player.finish_decoder();
+    player.settle();
     let mut report = std::mem::take(&mut player.report);
     report.seconds = now;
     report.stalls = player.playback.stalls.clone();
@@ -1292,7 +1295,7 @@ mod tests {
 
     #[test]
     fn reports_percentiles_and_json() {
-        assert_eq!(percentile(&[], 0.5), None);
+        assert_eq!(percentile::<i64>(&[], 0.5), None);
         assert_eq!(percentile(&[30, 10, 20], 0.5), Some(20));
         assert_eq!(percentile(&[30, 10, 20], 1.0), Some(30));
         let r = Report {

@@ -1,6 +1,7 @@
 //! A light live-edge LL-HLS viewer and the load generator built on it.
 
 use crate::playback::Playback;
+use crate::player::percentile;
 use crate::playlist::MediaPlaylist;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -179,15 +180,6 @@ impl LoadReport {
     }
 }
 
-fn percentile_ms(v: &mut [u32], p: f64) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_unstable();
-    let i = ((v.len() - 1) as f64 * p).round() as usize;
-    v.get(i).map(|&us| f64::from(us) / 1000.0)
-}
-
 /// Runs `viewers` light viewers of `playlist_url` (each with its own session id, spread over
 /// `viewers` connections) for `duration`. Bounded in count and time by construction.
 pub async fn load(playlist_url: &str, viewers: usize, duration: Duration) -> LoadReport {
@@ -214,15 +206,15 @@ pub async fn load(playlist_url: &str, viewers: usize, duration: Duration) -> Loa
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let mut lat = std::mem::take(
+    let lat = std::mem::take(
         &mut *stats
             .part_latency_us
             .lock()
             .unwrap_or_else(|e| e.into_inner()),
     );
     LoadReport {
-        part_latency_p50_ms: percentile_ms(&mut lat, 0.5),
-        part_latency_p99_ms: percentile_ms(&mut lat, 0.99),
+        part_latency_p50_ms: percentile(&lat, 0.5).map(|us| f64::from(us) / 1000.0),
+        part_latency_p99_ms: percentile(&lat, 0.99).map(|us| f64::from(us) / 1000.0),
         underruns: stats.underruns.load(Ordering::Relaxed),
         underrun_secs: stats.underrun_us.load(Ordering::Relaxed) as f64 / 1e6,
         viewers,
