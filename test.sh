@@ -31,7 +31,7 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 20 ]; then
   echo "warning: Node.js $(node --version) found; the browser test's playwright-core wants 20+" >&2
 fi
-npm ci --prefix crates/player-test/browser --no-audit --no-fund
+npm ci --prefix player-test/browser --no-audit --no-fund
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

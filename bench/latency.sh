@@ -17,8 +17,8 @@ if [ "${#need[@]}" -gt 0 ]; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   $sudo apt-get update && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${need[@]}"
 fi
-[ -d crates/player-test/browser/node_modules/hls.js ] ||
-  npm ci --prefix crates/player-test/browser --no-audit --no-fund
+[ -d player-test/browser/node_modules/hls.js ] ||
+  npm ci --prefix player-test/browser --no-audit --no-fund
 cargo build --release --locked -q --bin ferrocast
 cargo build --release --locked -q -p player-test --bin ferrocast-player
 exec python3 bench/latency_bench.py "$@"

@@ -4,7 +4,7 @@ Glass-to-glass latency, publish → origin → edge → player, with the visual 
 clock-stamped 720p30 source published by `ferrocast-player publish` (ffmpeg CLI, x264
 zerolatency, RTMP), played through one edge at the default PART-TARGET by
   (1) the Rust player (`ferrocast-player watch`, ffmpeg decoder, buffer model), and
-  (2) hls.js in headless Chromium (crates/player-test/browser/run.mjs, lowLatencyMode),
+  (2) hls.js in headless Chromium (player-test/browser/run.mjs, lowLatencyMode),
 then, side by side on the same machine, (3) the same source through nginx-rtmp's classic HLS
 (Debian's libnginx-mod-rtmp, 2 s fragments) played by the same hls.js page.
 """
@@ -22,7 +22,7 @@ import urllib.request
 from edge_bench import NGINX, PLAYER, free_port, nginx_dirs
 from origin_bench import BIN, OUT, ROOT
 
-BROWSER = os.path.join(ROOT, "crates", "player-test", "browser")
+BROWSER = os.path.join(ROOT, "player-test", "browser")
 KEY = "latency-bench-key-0123456789"
 
 

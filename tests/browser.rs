@@ -3,7 +3,7 @@
 //! The source carries the visual clock code, so the page reads capture → presentation latency
 //! from every presented frame, beside hls.js's own latency estimate. A screenshot is saved.
 //!
-//! Needs `chromium` and the npm packages in `crates/player-test/browser` (`./test.sh`
+//! Needs `chromium` and the npm packages in `player-test/browser` (`./test.sh`
 //! installs both).
 
 #![allow(clippy::unwrap_used)]
@@ -17,7 +17,7 @@ use std::process::Command;
 
 #[test]
 fn hls_js_plays_through_an_edge_in_headless_chromium() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/player-test/browser");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("player-test/browser");
     assert!(
         dir.join("node_modules/playwright-core").is_dir()
             && dir.join("node_modules/hls.js").is_dir(),
