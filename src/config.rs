@@ -45,6 +45,9 @@ pub struct Config {
     pub edge_token: Option<String>,
     /// Viewers = distinct sessions seen within this many seconds.
     pub viewer_window: f64,
+    /// Extra renditions that carry an untouched copy of the source under these ids (no
+    /// transcoding): for exercising players' rendition switching and reports. Default none.
+    pub copy_renditions: Vec<String>,
     pub streams: Vec<StreamConfig>,
 }
 
@@ -78,6 +81,7 @@ impl Default for Config {
             ended_linger: 60.0,
             edge_token: None,
             viewer_window: 15.0,
+            copy_renditions: Vec::new(),
             streams: Vec::new(),
         }
     }
@@ -130,6 +134,18 @@ impl Config {
         for p in passphrases {
             if !(10..=79).contains(&p.len()) {
                 bail!("SRT passphrases must be 10 to 79 characters long");
+            }
+        }
+        let mut ids = std::collections::HashSet::from(["source"]);
+        if self.copy_renditions.len() > 8 {
+            bail!("copy_renditions: at most 8");
+        }
+        for id in &self.copy_renditions {
+            if StreamName::new(id).is_none() || id.len() > 32 {
+                bail!("copy_renditions: {id:?} must be 1-32 characters of A-Z a-z 0-9 _ -");
+            }
+            if !ids.insert(id.as_str()) {
+                bail!("copy_renditions: {id:?} is taken (\"source\" or listed twice)");
             }
         }
         let mut names = std::collections::HashSet::new();

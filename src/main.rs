@@ -1,13 +1,9 @@
 //! The `ferrocast` binary: `ferrocast serve` runs the origin (RTMP/SRT ingest + LL-HLS over
 //! HTTP); `ferrocast edge` runs a caching edge in front of it.
 
-mod config;
-
-use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ferrocast::{app, config};
 use std::path::PathBuf;
-use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
@@ -109,111 +105,25 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run_edge(cfg: config::EdgeFileConfig) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(&cfg.http)
-        .await
-        .with_context(|| format!("binding HTTP on {}", cfg.http))?;
-    let addr = listener.local_addr()?;
-    let edge = edge::Edge::new(cfg.edge_config(addr));
-    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-        (Some(c), Some(k)) => {
-            let cert = std::fs::read(c).with_context(|| format!("reading {c}"))?;
-            let key = std::fs::read(k).with_context(|| format!("reading {k}"))?;
-            Some(edge::tls_config(&cert, &key).map_err(anyhow::Error::msg)?)
-        }
-        _ => None,
-    };
-    edge::announce(&edge, addr, tls.is_some());
-    println!(
-        "ferrocast edge listening http={addr} id={}",
-        edge.config().id
-    );
-    let shutdown = CancellationToken::new();
-    let background = tokio::spawn(edge.clone().background(shutdown.clone()));
-    let server = {
-        let shutdown = shutdown.clone();
-        let edge = edge.clone();
-        tokio::spawn(async move {
-            match tls {
-                Some(tls) => edge::serve_tls(listener, edge, tls, shutdown).await,
-                None => edge::serve(listener, edge, shutdown).await,
-            }
-        })
-    };
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    shutdown.cancel();
-    let _ = background.await;
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
-    Ok(())
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.cancel();
+    });
+    app::run_edge(cfg, stop).await
 }
 
 async fn serve(cfg: config::Config) -> anyhow::Result<()> {
-    let keys = cfg.stream_keys()?;
-    if cfg.streams.is_empty() {
-        tracing::warn!(
-            stream = config::DEV_STREAM,
-            key = config::DEV_KEY,
-            "no [[streams]] configured: accepting the DEVELOPMENT key; anyone who knows it can publish. Configure stream keys for any real use."
-        );
-    }
-    if cfg.edge_token.is_none() {
-        tracing::warn!("no edge_token configured: any host can report viewers as an edge");
-    }
-    let metrics = Arc::new(origin::metrics::Metrics::default());
-    let streams = origin::Streams::new(cfg.origin_config(), Arc::clone(&metrics));
-    let on_new = {
-        let streams = Arc::clone(&streams);
-        move |new| streams.start(new)
-    };
-    let hub = ingest::Hub::new(keys, cfg.grace_period(), on_new);
-
-    let rtmp = TcpListener::bind(&cfg.rtmp)
-        .await
-        .with_context(|| format!("binding RTMP on {}", cfg.rtmp))?;
-    let http = TcpListener::bind(&cfg.http)
-        .await
-        .with_context(|| format!("binding HTTP on {}", cfg.http))?;
-    let shutdown = CancellationToken::new();
-    let srt_bind: std::net::SocketAddr = tokio::net::lookup_host(&cfg.srt)
-        .await?
-        .next()
-        .with_context(|| format!("resolving SRT address {}", cfg.srt))?;
-    let srt = ingest::srt::start(
-        srt_bind,
-        Arc::clone(&hub),
-        metrics.clone() as Arc<dyn ingest::rtmp::IngestObserver>,
-        cfg.srt_config(),
-        shutdown.clone(),
-    )
-    .with_context(|| format!("binding SRT on {}", cfg.srt))?;
-    let srt_addr = srt.local_addr;
-    let (rtmp_addr, http_addr) = (rtmp.local_addr()?, http.local_addr()?);
-    tracing::info!(%rtmp_addr, %http_addr, %srt_addr, "ferrocast origin listening");
+    let origin = app::start_origin(cfg).await?;
     // One machine-readable line on stdout, for scripts and tests that bind port 0.
-    println!("ferrocast listening rtmp={rtmp_addr} http={http_addr} srt={srt_addr}");
-
-    let rtmp_task = tokio::spawn(ingest::rtmp::run(
-        rtmp,
-        Arc::clone(&hub),
-        metrics.clone() as Arc<dyn ingest::rtmp::IngestObserver>,
-        cfg.rtmp_config(),
-        shutdown.clone(),
-    ));
-    let state = origin::http::AppState {
-        streams: Arc::clone(&streams),
-        hub: Arc::clone(&hub),
-        edges: Arc::new(cfg.edges()),
-    };
-    let http_task = tokio::spawn(origin::http::run(http, state, shutdown.clone()));
-
+    println!(
+        "ferrocast listening rtmp={} http={} srt={}",
+        origin.rtmp, origin.http, origin.srt
+    );
     shutdown_signal().await;
     tracing::info!("shutting down");
-    shutdown.cancel();
-    let _ = rtmp_task.await;
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), http_task).await;
-    tokio::task::spawn_blocking(move || srt.join(std::time::Duration::from_secs(3)))
-        .await
-        .ok();
+    origin.stop().await;
     Ok(())
 }
 

@@ -15,196 +15,13 @@
 //! fetch and are then forgotten. Memory is bounded by an LRU over complete entries.
 //! Time is passed in (`now`), so expiry is testable without sleeping.
 
-use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// A response body that may still be arriving. Readers see every chunk once, in order.
-#[derive(Debug)]
-pub struct Body {
-    state: Mutex<BodyState>,
-    changed: watch::Sender<u64>,
-}
-
-#[derive(Debug, Default)]
-struct BodyState {
-    chunks: Vec<Bytes>,
-    len: usize,
-    /// `Some(Ok)` complete, `Some(Err)` the upstream failed mid-body.
-    done: Option<Result<(), String>>,
-}
-
-impl Body {
-    pub fn new() -> Arc<Body> {
-        Arc::new(Body {
-            state: Mutex::new(BodyState::default()),
-            changed: watch::channel(0).0,
-        })
-    }
-
-    pub fn complete(bytes: Bytes) -> Arc<Body> {
-        let b = Body::new();
-        b.push(bytes);
-        b.finish(Ok(()));
-        b
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BodyState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn push(&self, chunk: Bytes) {
-        if chunk.is_empty() {
-            return;
-        }
-        {
-            let mut s = self.lock();
-            s.len += chunk.len();
-            s.chunks.push(chunk);
-        }
-        self.changed.send_modify(|v| *v += 1);
-    }
-
-    /// Marks the body complete (or failed). A complete body is joined into one buffer once,
-    /// so every later response is a single shared `Bytes` (one write, no copy per viewer).
-    pub fn finish(&self, result: Result<(), String>) {
-        {
-            let mut s = self.lock();
-            if result.is_ok() && s.chunks.len() > 1 {
-                let whole = Bytes::from(s.chunks.concat());
-                s.chunks = vec![whole];
-            }
-            s.done = Some(result);
-        }
-        self.changed.send_modify(|v| *v += 1);
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn is_complete(&self) -> bool {
-        matches!(self.lock().done, Some(Ok(())))
-    }
-
-    /// The body's chunks (shared, not copied) if it is complete.
-    pub fn complete_chunks(&self) -> Option<Vec<Bytes>> {
-        let s = self.lock();
-        match s.done {
-            Some(Ok(())) => Some(s.chunks.clone()),
-            _ => None,
-        }
-    }
-
-    /// The whole body if complete (one copy when it arrived in several chunks).
-    pub fn bytes(&self) -> Option<Bytes> {
-        let s = self.lock();
-        match s.done {
-            Some(Ok(())) => Some(Bytes::from(s.chunks.concat())),
-            _ => None,
-        }
-    }
-
-    /// Waits (at most `timeout`) for the body to complete; the whole body, or `None` if it
-    /// failed or did not finish in time.
-    pub async fn complete_bytes(&self, timeout: Duration) -> Option<Bytes> {
-        let mut rx = self.changed.subscribe();
-        let wait = async {
-            loop {
-                {
-                    let s = self.lock();
-                    match &s.done {
-                        Some(Ok(())) => return Some(Bytes::from(s.chunks.concat())),
-                        Some(Err(_)) => return None,
-                        None => {}
-                    }
-                }
-                if rx.changed().await.is_err() {
-                    return None;
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.ok().flatten()
-    }
-
-    /// The bytes after the first `sent`, and whether the body is finished (with its result).
-    /// Offsets survive the join in [`Body::finish`].
-    fn read_after(&self, sent: usize) -> (Vec<Bytes>, Option<Result<(), String>>) {
-        let s = self.lock();
-        let mut out = Vec::new();
-        let mut pos = 0;
-        for c in &s.chunks {
-            let end = pos + c.len();
-            if end > sent {
-                out.push(c.slice(sent.saturating_sub(pos)..));
-            }
-            pos = end;
-        }
-        (out, s.done.clone())
-    }
-
-    /// Streams the body from the start, waiting for chunks as they arrive. An upstream failure
-    /// mid-body becomes a stream error (the client sees a broken transfer, not a short body).
-    pub fn reader(
-        self: &Arc<Self>,
-        idle_timeout: Duration,
-    ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-        struct R {
-            body: Arc<Body>,
-            rx: watch::Receiver<u64>,
-            sent: usize,
-            queue: std::collections::VecDeque<Bytes>,
-            finished: bool,
-            idle: Duration,
-        }
-        let r = R {
-            rx: self.changed.subscribe(),
-            body: Arc::clone(self),
-            sent: 0,
-            queue: Default::default(),
-            finished: false,
-            idle: idle_timeout,
-        };
-        futures_util::stream::unfold(r, |mut r| async move {
-            loop {
-                if let Some(c) = r.queue.pop_front() {
-                    r.sent += c.len();
-                    return Some((Ok(c), r));
-                }
-                if r.finished {
-                    return None;
-                }
-                let (chunks, done) = r.body.read_after(r.sent);
-                r.queue.extend(chunks);
-                match done {
-                    Some(Ok(())) => r.finished = true,
-                    Some(Err(e)) if r.queue.is_empty() => {
-                        r.finished = true;
-                        return Some((Err(std::io::Error::other(e)), r));
-                    }
-                    _ => {}
-                }
-                if !r.queue.is_empty() || r.finished {
-                    continue;
-                }
-                match tokio::time::timeout(r.idle, r.rx.changed()).await {
-                    Ok(Ok(())) => {}
-                    _ => {
-                        r.finished = true;
-                        return Some((Err(std::io::Error::other("upstream body stalled")), r));
-                    }
-                }
-            }
-        })
-    }
-}
+pub use media::body::Body;
 
 /// A cached response (headers known; body possibly still arriving).
 #[derive(Debug)]
@@ -351,14 +168,42 @@ pub struct MissTicket {
     pending: Arc<Pending>,
 }
 
-/// Counters for the cache's phases and size.
-#[derive(Debug, Default)]
+/// Counters for the cache's phases (prometheus counters: atomics the binary can register).
+#[derive(Debug, Clone)]
 pub struct CacheStats {
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    pub coalesced: AtomicU64,
-    pub stale: AtomicU64,
-    pub evictions: AtomicU64,
+    /// Requests by phase (`hit`, `miss`, `coalesced`, `stale`).
+    pub requests: prometheus::IntCounterVec,
+    pub hits: prometheus::IntCounter,
+    pub misses: prometheus::IntCounter,
+    pub coalesced: prometheus::IntCounter,
+    pub stale: prometheus::IntCounter,
+    pub evictions: prometheus::IntCounter,
+}
+
+impl Default for CacheStats {
+    fn default() -> Self {
+        let requests = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "ferrocast_edge_cache_requests_total",
+                "Requests by cache phase.",
+            ),
+            &["phase"],
+        )
+        .unwrap_or_else(|e| panic!("cache requests: {e}"));
+        let phase = |p: Phase| requests.with_label_values(&[p.as_str()]);
+        CacheStats {
+            hits: phase(Phase::Hit),
+            misses: phase(Phase::Miss),
+            coalesced: phase(Phase::Coalesced),
+            stale: phase(Phase::Stale),
+            evictions: prometheus::IntCounter::new(
+                "ferrocast_edge_evictions_total",
+                "Cache entries evicted to stay within the memory budget.",
+            )
+            .unwrap_or_else(|e| panic!("evictions: {e}")),
+            requests,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -389,11 +234,11 @@ impl Cache {
             Some(Slot::Ready(e)) if e.fresh(now) => {
                 e.last_used
                     .store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
-                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                self.stats.hits.inc();
                 return Lookup::Hit(Arc::clone(e));
             }
             Some(Slot::Pending(p)) if now.saturating_duration_since(p.started) < MAX_PENDING => {
-                self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+                self.stats.coalesced.inc();
                 return Lookup::Coalesced(p.subscribe());
             }
             _ => {}
@@ -404,7 +249,7 @@ impl Cache {
         });
         let rx = pending.subscribe();
         slots.insert(key.to_owned(), Slot::Pending(Arc::clone(&pending)));
-        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        self.stats.misses.inc();
         Lookup::Miss(
             MissTicket {
                 key: key.to_owned(),
@@ -492,7 +337,7 @@ impl Cache {
             }
             slots.remove(&k);
             total -= len;
-            self.stats.evictions.fetch_add(1, Ordering::Relaxed);
+            self.stats.evictions.inc();
         }
     }
 }
@@ -500,6 +345,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use futures_util::StreamExt;
 
     fn entry(cc: &str, body: &'static [u8], now: Instant) -> Arc<Entry> {
@@ -543,9 +389,9 @@ mod tests {
             c.lookup("/a", t + Duration::from_secs(3)),
             Lookup::Miss(..)
         ));
-        assert_eq!(c.stats.misses.load(Ordering::Relaxed), 2);
-        assert_eq!(c.stats.coalesced.load(Ordering::Relaxed), 1);
-        assert_eq!(c.stats.hits.load(Ordering::Relaxed), 1);
+        assert_eq!(c.stats.misses.get(), 2);
+        assert_eq!(c.stats.coalesced.get(), 1);
+        assert_eq!(c.stats.hits.get(), 1);
     }
 
     #[test]
@@ -589,7 +435,7 @@ mod tests {
             matches!(c.lookup("/2", t), Lookup::Miss(..)),
             "least recently used evicted"
         );
-        assert_eq!(c.stats.evictions.load(Ordering::Relaxed), 1);
+        assert_eq!(c.stats.evictions.get(), 1);
     }
 
     #[test]

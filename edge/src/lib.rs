@@ -6,6 +6,12 @@
 //! reported to the origin. It does not package, transcode, or invent media.
 
 pub mod cache;
+pub mod metrics;
+pub mod tls;
+
+pub use media::directives::cache_key;
+pub use metrics::EdgeMetrics;
+pub use tls::{serve_tls, tls_config};
 
 use axum::body::Body as AxumBody;
 use axum::extract::State;
@@ -15,10 +21,9 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use cache::{Body, Cache, Entry, FetchResult, Lookup, MissTicket, Phase};
-use media::viewers::{session_from_query, tag_multivariant, ViewerCounter};
+use media::viewers::{session_from_query, tag_multivariant, Report, ViewerCounter};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -64,17 +69,6 @@ impl EdgeConfig {
     }
 }
 
-/// Edge counters (Prometheus text on `/metrics`).
-#[derive(Debug, Default)]
-pub struct EdgeStats {
-    pub upstream_requests: AtomicU64,
-    pub upstream_errors: AtomicU64,
-    pub bytes_out: AtomicU64,
-    pub requests: AtomicU64,
-    pub reports_sent: AtomicU64,
-    pub reports_failed: AtomicU64,
-}
-
 /// A last good playlist, for stale-if-error.
 #[derive(Debug, Clone)]
 struct Good {
@@ -101,7 +95,7 @@ struct Inner {
     config: EdgeConfig,
     cache: Cache,
     client: reqwest::Client,
-    stats: EdgeStats,
+    stats: EdgeMetrics,
     viewers: Mutex<ViewerCounter>,
     last_good: Mutex<HashMap<String, Good>>,
     /// Until when the origin counts as troubled (a failed or timed-out request or report).
@@ -130,7 +124,7 @@ impl Edge {
                 cache: Cache::new(config.cache_bytes),
                 viewers: Mutex::new(ViewerCounter::new(config.viewer_window)),
                 client,
-                stats: EdgeStats::default(),
+                stats: EdgeMetrics::default(),
                 last_good: Mutex::new(HashMap::new()),
                 trouble_until: Mutex::new(None),
                 config,
@@ -140,6 +134,32 @@ impl Edge {
 
     pub fn config(&self) -> &EdgeConfig {
         &self.inner.config
+    }
+
+    /// Registers the edge's metric families (the binary serves the registry).
+    pub fn register_metrics(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        self.inner.stats.register(registry, &self.inner.cache.stats)
+    }
+
+    /// Brings the gauges up to date; call before each scrape.
+    pub fn refresh_metrics(&self) {
+        let i = &self.inner;
+        i.stats.cache_bytes.set(i.cache.bytes() as i64);
+        i.stats.cache_entries.set(i.cache.entries() as i64);
+        let counts = i
+            .viewers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .counts(Instant::now());
+        i.stats.viewers.reset();
+        for (stream, renditions) in &counts {
+            for (rendition, n) in renditions {
+                i.stats
+                    .viewers
+                    .with_label_values(&[stream.as_str(), rendition.as_str()])
+                    .set(*n as i64);
+            }
+        }
     }
 
     fn origin_trouble(&self) {
@@ -161,19 +181,9 @@ impl Edge {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/live/{*rest}", get(live))
-            .route("/metrics", get(metrics))
             .route("/healthz", get(|| async { "ok\n" }))
             // Players on other origins (a web page with hls.js) may read everything served.
-            .layer(
-                tower_http::cors::CorsLayer::new()
-                    .allow_origin(tower_http::cors::Any)
-                    .allow_methods([axum::http::Method::GET, axum::http::Method::HEAD])
-                    .expose_headers([
-                        axum::http::header::AGE,
-                        axum::http::header::ETAG,
-                        axum::http::HeaderName::from_static("x-cache"),
-                    ]),
-            )
+            .layer(media::http::cors())
             .with_state(self.clone())
     }
 
@@ -199,11 +209,11 @@ impl Edge {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .counts(Instant::now());
-        let body = serde_json::json!({
-            "edge": c.id,
-            "url": c.public_url,
-            "viewers": viewers,
-        });
+        let body = Report {
+            edge: c.id.clone(),
+            url: c.public_url.clone(),
+            viewers,
+        };
         let mut req = self
             .inner
             .client
@@ -215,23 +225,22 @@ impl Edge {
         }
         match req.send().await {
             Ok(r) if r.status().is_success() => {
-                self.inner
-                    .stats
-                    .reports_sent
-                    .fetch_add(1, Ordering::Relaxed);
+                self.inner.stats.reports.with_label_values(&["ok"]).inc();
             }
             Ok(r) => {
                 self.inner
                     .stats
-                    .reports_failed
-                    .fetch_add(1, Ordering::Relaxed);
+                    .reports
+                    .with_label_values(&["failed"])
+                    .inc();
                 debug!(status = %r.status(), "viewer report refused");
             }
             Err(e) => {
                 self.inner
                     .stats
-                    .reports_failed
-                    .fetch_add(1, Ordering::Relaxed);
+                    .reports
+                    .with_label_values(&["failed"])
+                    .inc();
                 self.origin_trouble();
                 debug!(error = %e, "viewer report failed");
             }
@@ -242,10 +251,7 @@ impl Edge {
     /// in; the body keeps streaming into the entry in a task of its own.
     async fn fetch(&self, key: String, ticket: MissTicket) {
         let inner = &self.inner;
-        inner
-            .stats
-            .upstream_requests
-            .fetch_add(1, Ordering::Relaxed);
+        inner.stats.upstream_requests.inc();
         // The origin tags multivariant playlists with a session id for its own direct viewers;
         // the edge asks for an untagged copy and tags it per viewer.
         let url = if is_multivariant(&key) {
@@ -263,7 +269,7 @@ impl Edge {
         let resp = match sent {
             Ok(r) => r,
             Err(e) => {
-                inner.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                inner.stats.upstream_errors.inc();
                 self.origin_trouble();
                 debug!(%url, error = %e, "upstream request failed");
                 inner.cache.complete(ticket, Err(e.to_string()));
@@ -292,7 +298,7 @@ impl Edge {
             match stream.next().await {
                 Some(Ok(chunk)) => body.push(chunk),
                 Some(Err(e)) => {
-                    inner.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                    inner.stats.upstream_errors.inc();
                     body.finish(Err(e.to_string()));
                     return;
                 }
@@ -332,35 +338,6 @@ impl Edge {
         .flatten();
         (phase, result)
     }
-}
-
-/// The cache key: the path plus the LL-HLS delivery directives only, in a fixed order. Other
-/// query parameters (session ids, CMCD) never split the cache.
-pub fn cache_key(path: &str, query: Option<&str>) -> String {
-    let mut msn = None;
-    let mut part = None;
-    let mut skip = None;
-    for pair in query.unwrap_or("").split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match k {
-            "_HLS_msn" => msn = Some(v),
-            "_HLS_part" => part = Some(v),
-            "_HLS_skip" => skip = Some(v),
-            _ => {}
-        }
-    }
-    let mut key = path.to_owned();
-    let mut sep = '?';
-    for (k, v) in [("_HLS_msn", msn), ("_HLS_part", part), ("_HLS_skip", skip)] {
-        if let Some(v) = v {
-            key.push(sep);
-            key.push_str(k);
-            key.push('=');
-            key.push_str(v);
-            sep = '&';
-        }
-    }
-    key
 }
 
 /// `/live/{stream}/{rendition}/index.m3u8` → (stream, rendition).
@@ -425,10 +402,7 @@ fn respond(edge: &Edge, entry: &Entry, phase: Phase) -> Response {
     if let Some(mut chunks) = entry.body.complete_chunks() {
         // Complete: send the shared chunks as they are (no copy per viewer).
         let len: usize = chunks.iter().map(Bytes::len).sum();
-        edge.inner
-            .stats
-            .bytes_out
-            .fetch_add(len as u64, Ordering::Relaxed);
+        edge.inner.stats.bytes_out.inc_by(len as u64);
         if chunks.len() == 1 {
             return (status, h, chunks.remove(0)).into_response();
         }
@@ -443,7 +417,7 @@ fn respond(edge: &Edge, entry: &Entry, phase: Phase) -> Response {
 }
 
 fn stale(edge: &Edge, good: &Good) -> Response {
-    edge.inner.cache.stats.stale.fetch_add(1, Ordering::Relaxed);
+    edge.inner.cache.stats.stale.inc();
     debug!(phase = "stale", "edge response");
     let mut h = HeaderMap::new();
     for (k, v) in &good.headers {
@@ -468,7 +442,7 @@ fn stale(edge: &Edge, good: &Good) -> Response {
 }
 
 async fn live(State(edge): State<Edge>, uri: axum::http::Uri, req_headers: HeaderMap) -> Response {
-    edge.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+    edge.inner.stats.requests.inc();
     let path = uri.path();
     let query = uri.query();
     if path.len() > 512 || query.is_some_and(|q| q.len() > 1024) || path.contains("..") {
@@ -477,15 +451,8 @@ async fn live(State(edge): State<Edge>, uri: axum::http::Uri, req_headers: Heade
     let key = cache_key(path, query);
     let playlist = path.ends_with(".m3u8");
     let session = query.and_then(session_from_query);
-    if let (Some((stream, rendition)), Some(sid)) = (media_playlist_ids(path), &session) {
-        edge.inner
-            .viewers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .saw(stream, rendition, sid, Instant::now());
-    }
     let good_key = path.to_owned();
-    let blocking = query.is_some_and(|q| q.contains("_HLS_msn="));
+    let blocking = media::directives::is_blocking(query);
     let wait = if !playlist {
         edge.inner.config.upstream_timeout
     } else if blocking {
@@ -556,6 +523,16 @@ async fn live(State(edge): State<Edge>, uri: axum::http::Uri, req_headers: Heade
             }
         }
     };
+    if let (Some((stream, rendition)), Some(sid), 200) =
+        (media_playlist_ids(path), &session, entry.status)
+    {
+        // Counted only for playlists the origin serves: made-up paths create no series.
+        edge.inner
+            .viewers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .saw(stream, rendition, sid, Instant::now());
+    }
     if playlist && entry.status == 200 {
         if let Some(bytes) = entry.body.bytes() {
             let mut lg = edge
@@ -620,141 +597,16 @@ async fn live(State(edge): State<Edge>, uri: axum::http::Uri, req_headers: Heade
     respond(&edge, &entry, phase)
 }
 
-async fn metrics(State(edge): State<Edge>) -> Response {
-    use std::fmt::Write;
-    let i = &edge.inner;
-    let c = |v: &AtomicU64| v.load(Ordering::Relaxed);
-    let mut out = String::new();
-    let _ = writeln!(out, "# HELP ferrocast_edge_cache_requests_total Requests by cache phase.\n# TYPE ferrocast_edge_cache_requests_total counter");
-    for (phase, v) in [
-        ("hit", &i.cache.stats.hits),
-        ("miss", &i.cache.stats.misses),
-        ("coalesced", &i.cache.stats.coalesced),
-        ("stale", &i.cache.stats.stale),
-    ] {
-        let _ = writeln!(
-            out,
-            "ferrocast_edge_cache_requests_total{{phase=\"{phase}\"}} {}",
-            c(v)
-        );
-    }
-    let _ = writeln!(out, "# TYPE ferrocast_edge_upstream_requests_total counter\nferrocast_edge_upstream_requests_total {}", c(&i.stats.upstream_requests));
-    let _ = writeln!(out, "# TYPE ferrocast_edge_upstream_errors_total counter\nferrocast_edge_upstream_errors_total {}", c(&i.stats.upstream_errors));
-    let _ = writeln!(
-        out,
-        "# TYPE ferrocast_edge_evictions_total counter\nferrocast_edge_evictions_total {}",
-        c(&i.cache.stats.evictions)
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE ferrocast_edge_bytes_out_total counter\nferrocast_edge_bytes_out_total {}",
-        c(&i.stats.bytes_out)
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE ferrocast_edge_cache_bytes gauge\nferrocast_edge_cache_bytes {}",
-        i.cache.bytes()
-    );
-    let _ = writeln!(
-        out,
-        "# TYPE ferrocast_edge_cache_entries gauge\nferrocast_edge_cache_entries {}",
-        i.cache.entries()
-    );
-    let _ = writeln!(out, "# TYPE ferrocast_edge_reports_total counter\nferrocast_edge_reports_total{{result=\"ok\"}} {}\nferrocast_edge_reports_total{{result=\"failed\"}} {}", c(&i.stats.reports_sent), c(&i.stats.reports_failed));
-    let counts = i
-        .viewers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .counts(Instant::now());
-    let _ = writeln!(out, "# HELP ferrocast_edge_viewers Viewers per stream and rendition.\n# TYPE ferrocast_edge_viewers gauge");
-    for (stream, r) in counts {
-        for (rendition, n) in r {
-            let _ = writeln!(
-                out,
-                "ferrocast_edge_viewers{{stream=\"{stream}\",rendition=\"{rendition}\"}} {n}"
-            );
-        }
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
-}
-
-/// Serves the edge over plain HTTP (HTTP/1.1 and h2c) until shutdown.
+/// Serves `router` (the edge's, plus whatever the binary merged in) over plain HTTP
+/// (HTTP/1.1 and h2c) until shutdown.
 pub async fn serve(
     listener: TcpListener,
-    edge: Edge,
+    router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, edge.router())
+    axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
-}
-
-/// Serves the edge over TLS with ALPN (`h2`, `http/1.1`) until shutdown.
-pub async fn serve_tls(
-    listener: TcpListener,
-    edge: Edge,
-    tls: Arc<rustls::ServerConfig>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let router = edge.router();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let router = router.clone();
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        debug!(%peer, error = %e, "tls handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let service = hyper_util::service::TowerToHyperService::new(router);
-            let builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            if let Err(e) = builder
-                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tls), service)
-                .await
-            {
-                debug!(%peer, error = %e, "connection ended");
-            }
-        });
-    }
-}
-
-/// Loads a PEM certificate chain and private key into a rustls config with ALPN h2 + http/1.1.
-pub fn tls_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rustls::ServerConfig>, String> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("certificate: {e}"))?;
-    if certs.is_empty() {
-        return Err("no certificate in the PEM file".into());
-    }
-    let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| format!("private key: {e}"))?
-        .ok_or("no private key in the PEM file")?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("certificate/key: {e}"))?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(cfg))
 }
 
 /// Logs the edge's identity once at start.
@@ -769,25 +621,6 @@ pub fn announce(edge: &Edge, addr: SocketAddr, tls: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cache_key_keeps_only_directives_in_order() {
-        assert_eq!(
-            cache_key(
-                "/live/a/source/index.m3u8",
-                Some("fcsid=1&_HLS_part=2&CMCD=x&_HLS_msn=5")
-            ),
-            "/live/a/source/index.m3u8?_HLS_msn=5&_HLS_part=2"
-        );
-        assert_eq!(
-            cache_key("/live/a/source/1.m4s", Some("fcsid=9")),
-            "/live/a/source/1.m4s"
-        );
-        assert_eq!(
-            cache_key("/p", Some("_HLS_skip=YES&_HLS_msn=1")),
-            "/p?_HLS_msn=1&_HLS_skip=YES"
-        );
-    }
 
     #[test]
     fn paths() {

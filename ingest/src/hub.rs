@@ -8,47 +8,24 @@
 //! stream waits `grace`; if no one takes over by then the registry drops the channel's sender,
 //! which is how consumers learn the stream has ended.
 
+use crate::metrics::IngestMetrics;
+use media::fanout::{Fanout, Protocol, StreamEvent, StreamEventKind};
 use media::{CodecConfig, Frame, SessionId, StreamKey, StreamName};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Capacity of a stream's event channel: about 4 s of 30 fps video plus audio.
+/// Room per consumer in a stream's fan-out: about 4 s of 30 fps video plus audio.
 pub const STREAM_QUEUE: usize = 512;
 
-/// What a stream's consumer receives.
-#[derive(Debug, Clone)]
-pub struct StreamEvent {
-    /// The publisher generation this event belongs to.
-    pub generation: u64,
-    /// When ingest handed the event over (for ingest-to-servable latency).
-    pub at: std::time::Instant,
-    pub kind: StreamEventKind,
-}
-
-#[derive(Debug, Clone)]
-pub enum StreamEventKind {
-    /// A publisher started (first one, a reconnect, or a takeover).
-    PublisherStarted {
-        peer: SocketAddr,
-        protocol: &'static str,
-    },
-    Config(CodecConfig),
-    Frame(Frame),
-    /// The publisher of this generation went away; the grace period runs.
-    PublisherGone,
-}
-
-/// Handed to the consumer when a stream is created.
+/// Handed to the binary when a stream is created: it subscribes the stream's consumers.
 #[derive(Debug)]
 pub struct NewStream {
     pub name: StreamName,
     pub session: SessionId,
-    pub events: mpsc::Receiver<StreamEvent>,
+    pub source: Arc<Fanout>,
 }
 
 /// Why a publish was refused.
@@ -56,15 +33,6 @@ pub struct NewStream {
 pub enum PublishError {
     #[error("unknown stream key")]
     UnknownKey,
-}
-
-/// Counters the registry keeps (read by the metrics endpoint).
-#[derive(Debug, Default)]
-pub struct HubStats {
-    pub publishes_accepted: AtomicU64,
-    pub publishes_refused: AtomicU64,
-    pub takeovers: AtomicU64,
-    pub frames_dropped: AtomicU64,
 }
 
 type OnNewStream = Box<dyn Fn(NewStream) + Send + Sync>;
@@ -75,12 +43,12 @@ pub struct Hub {
     grace: Duration,
     streams: Mutex<HashMap<StreamName, Entry>>,
     on_new: OnNewStream,
-    pub stats: HubStats,
+    pub metrics: IngestMetrics,
 }
 
 struct Entry {
     session: SessionId,
-    tx: mpsc::Sender<StreamEvent>,
+    fanout: Arc<Fanout>,
     generation: u64,
     /// Cancels the current publisher's connection (takeover).
     current: Option<CancellationToken>,
@@ -102,7 +70,7 @@ impl Hub {
             grace,
             streams: Mutex::new(HashMap::new()),
             on_new: Box::new(on_new),
-            stats: HubStats::default(),
+            metrics: IngestMetrics::default(),
         })
     }
 
@@ -115,6 +83,15 @@ impl Hub {
             }
         }
         found
+    }
+
+    /// A live stream's fan-out, to subscribe another consumer (a test, a recorder).
+    pub fn source(&self, name: &str) -> Option<Arc<Fanout>> {
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, e)| Arc::clone(&e.fanout))
     }
 
     /// Names of the streams that currently exist.
@@ -132,27 +109,27 @@ impl Hub {
         self: &Arc<Self>,
         key: &str,
         peer: SocketAddr,
-        protocol: &'static str,
+        protocol: Protocol,
     ) -> Result<Publisher, PublishError> {
         let Some(name) = self.authorize(key) else {
-            self.stats.publishes_refused.fetch_add(1, Ordering::Relaxed);
+            self.metrics.refused();
             return Err(PublishError::UnknownKey);
         };
         let cancel = CancellationToken::new();
         let mut created = None;
-        let (session, tx, generation) = {
+        let (session, fanout, generation) = {
             let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
             let entry = streams.entry(name.clone()).or_insert_with(|| {
-                let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+                let fanout = Fanout::new(name.as_str(), STREAM_QUEUE, self.metrics.fanout.clone());
                 let session = SessionId::generate();
                 created = Some(NewStream {
                     name: name.clone(),
                     session,
-                    events: rx,
+                    source: Arc::clone(&fanout),
                 });
                 Entry {
                     session,
-                    tx,
+                    fanout,
                     generation: 0,
                     current: None,
                 }
@@ -160,13 +137,11 @@ impl Hub {
             entry.generation += 1;
             if let Some(old) = entry.current.replace(cancel.clone()) {
                 old.cancel();
-                self.stats.takeovers.fetch_add(1, Ordering::Relaxed);
+                self.metrics.takeovers.inc();
             }
-            (entry.session, entry.tx.clone(), entry.generation)
+            (entry.session, Arc::clone(&entry.fanout), entry.generation)
         };
-        self.stats
-            .publishes_accepted
-            .fetch_add(1, Ordering::Relaxed);
+        self.metrics.accepted();
         if let Some(new) = created {
             (self.on_new)(new);
         }
@@ -175,11 +150,10 @@ impl Hub {
             name,
             session,
             generation,
-            tx,
+            fanout,
             cancel,
-            resync: false,
         };
-        publisher.send_control(StreamEventKind::PublisherStarted { peer, protocol });
+        publisher.send(StreamEventKind::PublisherStarted { peer, protocol });
         Ok(publisher)
     }
 
@@ -209,7 +183,8 @@ impl Hub {
         if let Some(e) = streams.get(name) {
             if e.generation == generation && e.current.is_none() {
                 tracing::info!(stream = %name, session = %e.session, "grace period over: stream ended");
-                // Dropping the sender ends the consumer's stream once it drains the queue.
+                // Consumers see the end once they drain their queues.
+                e.fanout.close();
                 streams.remove(name);
             }
         }
@@ -223,10 +198,8 @@ pub struct Publisher {
     name: StreamName,
     session: SessionId,
     generation: u64,
-    tx: mpsc::Sender<StreamEvent>,
+    fanout: Arc<Fanout>,
     cancel: CancellationToken,
-    /// Set after a dropped frame: video is discarded until the next keyframe.
-    resync: bool,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -257,61 +230,29 @@ impl Publisher {
         self.cancel.clone()
     }
 
-    /// Sends a codec config (never dropped while the queue has room; a full queue means the
-    /// consumer is stuck, and the frame resync below handles the rest).
+    /// Sends a codec config (late joiners and resynchronised consumers see it too).
     pub fn config(&mut self, config: CodecConfig) {
-        self.send_control(StreamEventKind::Config(config));
+        self.send(StreamEventKind::Config(config));
     }
 
-    /// Sends a frame without ever blocking the publisher. If the consumer lags and the queue is
-    /// full, frames are dropped and video resumes at the next keyframe.
+    /// Sends a frame to every consumer without ever blocking: a consumer that lags is
+    /// resynchronised at the next keyframe by the fan-out, alone.
     pub fn frame(&mut self, frame: Frame) {
-        let video = frame.track == media::Track::Video;
-        if self.resync {
-            if !(video && frame.keyframe) {
-                self.hub
-                    .stats
-                    .frames_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            self.resync = false;
-        }
-        let ev = StreamEvent {
-            generation: self.generation,
-            at: std::time::Instant::now(),
-            kind: StreamEventKind::Frame(frame),
-        };
-        if self.tx.try_send(ev).is_err() {
-            self.hub
-                .stats
-                .frames_dropped
-                .fetch_add(1, Ordering::Relaxed);
-            self.resync = true;
-        }
+        self.send(StreamEventKind::Frame(frame));
     }
 
-    fn send_control(&self, kind: StreamEventKind) {
-        let ev = StreamEvent {
+    fn send(&self, kind: StreamEventKind) {
+        self.fanout.send(StreamEvent {
             generation: self.generation,
             at: std::time::Instant::now(),
             kind,
-        };
-        if let Err(mpsc::error::TrySendError::Full(ev)) = self.tx.try_send(ev) {
-            // Control events must arrive: hand them to a task that waits for room.
-            let tx = self.tx.clone();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let _ = tx.send(ev).await;
-                });
-            }
-        }
+        });
     }
 }
 
 impl Drop for Publisher {
     fn drop(&mut self) {
-        self.send_control(StreamEventKind::PublisherGone);
+        self.send(StreamEventKind::PublisherGone);
         self.hub.publisher_gone(&self.name, self.generation);
     }
 }
@@ -339,19 +280,22 @@ mod tests {
     async fn unknown_key_is_refused_and_allocates_nothing() {
         let (hub, seen) = hub(1000);
         assert_eq!(
-            hub.publish("nope", peer(), "rtmp").unwrap_err(),
+            hub.publish("nope", peer(), Protocol::Rtmp).unwrap_err(),
             PublishError::UnknownKey
         );
         assert!(seen.lock().unwrap().is_empty());
         assert!(hub.live_streams().is_empty());
-        assert_eq!(hub.stats.publishes_refused.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            hub.metrics.publishes.with_label_values(&["refused"]).get(),
+            1
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn takeover_cancels_old_publisher_and_keeps_session() {
         let (hub, seen) = hub(1000);
-        let a = hub.publish("k1", peer(), "rtmp").unwrap();
-        let b = hub.publish("k1", peer(), "rtmp").unwrap();
+        let a = hub.publish("k1", peer(), Protocol::Rtmp).unwrap();
+        let b = hub.publish("k1", peer(), Protocol::Rtmp).unwrap();
         assert!(a.cancelled().is_cancelled());
         assert_eq!(a.session(), b.session());
         assert!(b.generation() > a.generation());
@@ -365,50 +309,44 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn grace_period_then_end() {
         let (hub, seen) = hub(10_000);
-        let a = hub.publish("k1", peer(), "rtmp").unwrap();
+        let mut events = hub_subscribe(&hub, &seen);
+        let a = hub.publish("k1", peer(), Protocol::Rtmp).unwrap();
         drop(a);
         tokio::time::sleep(Duration::from_secs(9)).await;
         assert_eq!(hub.live_streams().len(), 1, "still within grace");
-        let b = hub.publish("k1", peer(), "rtmp").unwrap(); // reconnect
+        let b = hub.publish("k1", peer(), Protocol::Rtmp).unwrap(); // reconnect
         tokio::time::sleep(Duration::from_secs(20)).await;
         assert_eq!(hub.live_streams().len(), 1, "reconnected stream stays");
         drop(b);
         tokio::time::sleep(Duration::from_millis(10_001)).await;
         assert!(hub.live_streams().is_empty());
-        let mut stream = seen.lock().unwrap().pop().unwrap();
         let mut kinds = Vec::new();
-        while let Some(ev) = stream.events.recv().await {
+        while let Some(ev) = events.recv().await {
             kinds.push((
                 ev.generation,
                 matches!(ev.kind, StreamEventKind::PublisherGone),
             ));
         }
-        assert_eq!(kinds, vec![(1, false), (1, true), (2, false), (2, true)]);
+        let want = [
+            (1, false),
+            (1, true),
+            (2, false),
+            (2, true),
+            (3, false),
+            (3, true),
+        ];
+        assert_eq!(kinds, want, "every generation starts and ends, in order");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn full_queue_drops_until_keyframe() {
-        let (hub, seen) = hub(1000);
-        let mut p = hub.publish("k1", peer(), "rtmp").unwrap();
-        let f = |key| Frame {
-            track: media::Track::Video,
-            pts: 0,
-            dts: 0,
-            keyframe: key,
-            data: bytes::Bytes::new(),
-        };
-        for _ in 0..STREAM_QUEUE + 10 {
-            p.frame(f(false));
-        }
-        assert!(hub.stats.frames_dropped.load(Ordering::Relaxed) >= 10);
-        let mut stream = seen.lock().unwrap().pop().unwrap();
-        while stream.events.try_recv().is_ok() {}
-        p.frame(f(false));
-        assert!(
-            stream.events.try_recv().is_err(),
-            "non-key frame dropped while resyncing"
-        );
-        p.frame(f(true));
-        assert!(stream.events.try_recv().is_ok());
+    /// Subscribes before the first publish, the way the binary's consumers do.
+    fn hub_subscribe(
+        hub: &Arc<Hub>,
+        seen: &Arc<Mutex<Vec<NewStream>>>,
+    ) -> media::fanout::Subscription {
+        // The stream exists from its first publish; create it with a throwaway publisher.
+        let p = hub.publish("k1", peer(), Protocol::Rtmp).unwrap();
+        let sub = seen.lock().unwrap()[0].source.subscribe("test");
+        drop(p);
+        sub
     }
 }

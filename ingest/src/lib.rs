@@ -1,13 +1,16 @@
 //! Ingest for Ferrocast: the RTMP listener (rml_rtmp) and the SRT listener (libsrt), FLV and
 //! MPEG-TS demuxing into
 //! [`media::Frame`]s, publish authorization, and the stream registry ([`hub::Hub`]) with
-//! takeover and the reconnect grace period. It does not package or serve media: consumers
-//! receive each stream's events from the hub.
+//! takeover and the reconnect grace period. Each stream is published into a
+//! [`media::fanout::Fanout`] that the binary subscribes consumers to; ingest does not package,
+//! transcode or serve media, and knows none of the stages after it.
 
 pub mod flv;
 pub mod hub;
+pub mod metrics;
 pub mod rtmp;
 pub mod srt;
 pub mod ts;
 
-pub use hub::{Hub, NewStream, PublishError, Publisher, StreamEvent, StreamEventKind};
+pub use hub::{Hub, NewStream, PublishError, Publisher};
+pub use metrics::IngestMetrics;

@@ -8,13 +8,14 @@
 
 use crate::flv::{FlvDemuxer, FlvEvent};
 use crate::hub::{Hub, Publisher};
+use crate::metrics::IngestCounters;
 use bytes::Bytes;
+use media::fanout::Protocol;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
 };
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,19 +52,6 @@ impl Default for RtmpConfig {
     }
 }
 
-/// Per-stream ingest counters, shared with the metrics endpoint.
-#[derive(Debug, Default)]
-pub struct IngestCounters {
-    pub bytes: AtomicU64,
-    pub video_frames: AtomicU64,
-    pub audio_frames: AtomicU64,
-}
-
-/// Where per-stream counters live; implemented by the origin's metrics.
-pub trait IngestObserver: Send + Sync {
-    fn counters(&self, stream: &media::StreamName) -> Arc<IngestCounters>;
-}
-
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
@@ -95,7 +83,6 @@ pub enum ConnError {
 pub async fn run(
     listener: TcpListener,
     hub: Arc<Hub>,
-    observer: Arc<dyn IngestObserver>,
     config: RtmpConfig,
     shutdown: CancellationToken,
 ) {
@@ -119,7 +106,6 @@ pub async fn run(
         };
         let _ = socket.set_nodelay(true);
         let hub = Arc::clone(&hub);
-        let observer = Arc::clone(&observer);
         let config = Arc::clone(&config);
         let shutdown = shutdown.clone();
         let span = tracing::info_span!("rtmp", %peer, stream = tracing::field::Empty, session = tracing::field::Empty);
@@ -127,7 +113,7 @@ pub async fn run(
             async move {
                 let _permit = permit;
                 let result = tokio::select! {
-                    r = serve(socket, peer, &hub, observer.as_ref(), &config) => r,
+                    r = serve(socket, peer, &hub, &config) => r,
                     _ = shutdown.cancelled() => Ok(()),
                 };
                 match result {
@@ -144,7 +130,6 @@ async fn serve(
     mut socket: TcpStream,
     peer: SocketAddr,
     hub: &Arc<Hub>,
-    observer: &dyn IngestObserver,
     config: &RtmpConfig,
 ) -> Result<(), ConnError> {
     let remaining = tokio::time::timeout(config.handshake_timeout, handshake(&mut socket))
@@ -160,7 +145,6 @@ async fn serve(
         demux: FlvDemuxer::default(),
         counters: None,
         hub,
-        observer,
         peer,
         config,
         received: 0,
@@ -226,9 +210,8 @@ struct Conn<'a> {
     out: Vec<u8>,
     publisher: Option<Publisher>,
     demux: FlvDemuxer,
-    counters: Option<Arc<IngestCounters>>,
+    counters: Option<IngestCounters>,
     hub: &'a Arc<Hub>,
-    observer: &'a dyn IngestObserver,
     peer: SocketAddr,
     config: &'a RtmpConfig,
     received: u64,
@@ -239,7 +222,7 @@ impl Conn<'_> {
         self.received += bytes.len() as u64;
         match &self.counters {
             Some(c) => {
-                c.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                c.bytes.inc_by(bytes.len() as u64);
             }
             None if self.received > self.config.max_bytes_before_publish => {
                 return Err(ConnError::TooMuchBeforePublish(self.received));
@@ -295,13 +278,13 @@ impl Conn<'_> {
             } => {
                 // OBS and ffmpeg may append a query string to the key.
                 let key = stream_key.split('?').next().unwrap_or_default();
-                match self.hub.publish(key, self.peer, "rtmp") {
+                match self.hub.publish(key, self.peer, Protocol::Rtmp) {
                     Ok(p) => {
                         let span = tracing::Span::current();
                         span.record("stream", tracing::field::display(p.name()));
                         span.record("session", tracing::field::display(p.session()));
                         info!(generation = p.generation(), "publish accepted");
-                        self.counters = Some(self.observer.counters(p.name()));
+                        self.counters = Some(self.hub.metrics.counters(p.name()));
                         self.publisher = Some(p);
                         let r = self
                             .session
@@ -372,7 +355,7 @@ impl Conn<'_> {
                     } else {
                         &c.audio_frames
                     };
-                    counter.fetch_add(1, Ordering::Relaxed);
+                    counter.inc();
                 }
                 publisher.frame(f);
             }

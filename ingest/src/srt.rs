@@ -10,9 +10,9 @@
 //! passphrases and SRT rejection reasons, and keeps all its sessions independent.
 
 use crate::hub::Hub;
-use crate::rtmp::IngestObserver;
 use crate::ts::{TsDemuxer, TsEvent};
 use libsrt::{reject, Access, AccessRequest, ListenOptions, Listener, Recv};
+use media::fanout::Protocol;
 use media::StreamName;
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -142,7 +142,6 @@ impl SrtHandle {
 pub fn start(
     addr: SocketAddr,
     hub: Arc<Hub>,
-    observer: Arc<dyn IngestObserver>,
     config: SrtConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<SrtHandle> {
@@ -175,7 +174,7 @@ pub fn start(
                 Ok(k) => k,
                 Err(e) => {
                     warn!(%peer, error = %e, "srt handshake refused");
-                    hub.stats.publishes_refused.fetch_add(1, Ordering::Relaxed);
+                    hub.metrics.refused();
                     return Access::Reject(match e {
                         StreamIdError::Mode => reject::BAD_MODE,
                         StreamIdError::Malformed => reject::BAD_REQUEST,
@@ -186,7 +185,7 @@ pub fn start(
                 Some(name) => Access::Accept(config.stream_passphrases.get(&name).cloned()),
                 None => {
                     warn!(%peer, "srt handshake refused: unknown stream key");
-                    hub.stats.publishes_refused.fetch_add(1, Ordering::Relaxed);
+                    hub.metrics.refused();
                     Access::Reject(reject::FORBIDDEN)
                 }
             }
@@ -220,9 +219,8 @@ pub fn start(
                 }
             };
             active.fetch_add(1, Ordering::Relaxed);
-            let (hub, observer, config, runtime, active, shutdown) = (
+            let (hub, config, runtime, active, shutdown) = (
                 Arc::clone(&hub),
-                Arc::clone(&observer),
                 Arc::clone(&config),
                 runtime.clone(),
                 Arc::clone(&active),
@@ -233,7 +231,7 @@ pub fn start(
                 let peer_s = peer.map_or_else(|| "?".to_owned(), |p| p.to_string());
                 let span = tracing::info_span!("srt", peer = %peer_s, stream = tracing::field::Empty, session = tracing::field::Empty);
                 let _e = span.enter();
-                match serve(&socket, peer, &hub, observer.as_ref(), &config, &shutdown) {
+                match serve(&socket, peer, &hub, &config, &shutdown) {
                     Ok(why) => info!("srt connection closed: {why}"),
                     Err(e) => warn!(error = %e, "srt connection ended"),
                 }
@@ -268,7 +266,6 @@ fn serve(
     socket: &libsrt::Socket,
     peer: Option<SocketAddr>,
     hub: &Arc<Hub>,
-    observer: &dyn IngestObserver,
     config: &SrtConfig,
     shutdown: &CancellationToken,
 ) -> Result<&'static str, SrtConnError> {
@@ -276,13 +273,13 @@ fn serve(
     let key = parse_stream_id(&stream_id)?;
     let peer_addr = peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut publisher = hub
-        .publish(key, peer_addr, "srt")
+        .publish(key, peer_addr, Protocol::Srt)
         .map_err(|_| SrtConnError::UnknownKey)?;
     let span = tracing::Span::current();
     span.record("stream", tracing::field::display(publisher.name()));
     span.record("session", tracing::field::display(publisher.session()));
     info!(generation = publisher.generation(), "publish accepted");
-    let counters = observer.counters(publisher.name());
+    let counters = hub.metrics.counters(publisher.name());
     let cancelled = publisher.cancelled();
     let _ = socket.set_recv_timeout(250);
     let mut demux = TsDemuxer::default();
@@ -298,7 +295,7 @@ fn serve(
         match socket.recv(&mut buf) {
             Recv::Data(n) => {
                 last_data = Instant::now();
-                counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                counters.bytes.inc_by(n as u64);
                 for ev in demux.push(&buf[..n])? {
                     match ev {
                         TsEvent::Config(c) => publisher.config(c),
@@ -308,7 +305,7 @@ fn serve(
                             } else {
                                 &counters.audio_frames
                             };
-                            c.fetch_add(1, Ordering::Relaxed);
+                            c.inc();
                             publisher.frame(f);
                         }
                     }

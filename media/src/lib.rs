@@ -1,10 +1,17 @@
 //! Shared media types for Ferrocast: frames with explicit timescales, codec configurations
 //! (H.264 decoder configuration record, AAC AudioSpecificConfig), stream names, keys and session
-//! ids. Pure data and parsing; no I/O, no async runtime.
+//! ids; and the small pieces every stage shares: the stream fan-out ([`fanout`]), the growing
+//! response body ([`body`]), LL-HLS delivery directives ([`directives`]), the CORS policy
+//! ([`http`]), the edge→origin report ([`viewers::Report`]) and a constant-time compare.
+//! Parsing is pure; the fan-out and the body use tokio's sync primitives only (no I/O).
 
 mod aac;
 mod avc;
 mod bits;
+pub mod body;
+pub mod directives;
+pub mod fanout;
+pub mod http;
 mod time;
 pub mod viewers;
 
@@ -115,12 +122,7 @@ impl StreamKey {
 
     /// Constant-time comparison, so that key checks do not leak timing.
     pub fn matches(&self, candidate: &str) -> bool {
-        let a = self.0.as_bytes();
-        let b = candidate.as_bytes();
-        if a.len() != b.len() {
-            return false;
-        }
-        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        constant_time_eq(&self.0, candidate)
     }
 }
 
@@ -128,6 +130,12 @@ impl fmt::Debug for StreamKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("StreamKey(<redacted>)")
     }
+}
+
+/// Compares two secrets in time that depends only on their lengths, not on where they differ.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Identifies one live stream from ingest to the edge; shown in logs and response headers.

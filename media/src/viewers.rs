@@ -9,6 +9,24 @@ use std::time::{Duration, Instant};
 /// without limit; beyond it the oldest sessions are forgotten first).
 const MAX_SESSIONS: usize = 200_000;
 
+/// Bound on (stream, rendition) pairs tracked: these become metrics labels and report entries.
+pub const MAX_RENDITION_KEYS: usize = 1024;
+
+/// Viewer counts: stream → rendition → viewers.
+pub type Counts = BTreeMap<String, BTreeMap<String, u64>>;
+
+/// What an edge reports to the origin every interval (`POST /api/edges/report`, JSON). The
+/// one wire type both sides use.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Report {
+    /// The edge's id.
+    pub edge: String,
+    /// Where viewers reach the edge (for the director).
+    pub url: String,
+    #[serde(default)]
+    pub viewers: Counts,
+}
+
 #[derive(Debug)]
 pub struct ViewerCounter {
     window: Duration,
@@ -37,10 +55,14 @@ impl ViewerCounter {
                 return;
             }
         }
-        let sessions = self
-            .seen
-            .entry((stream.to_owned(), rendition.to_owned()))
-            .or_default();
+        let key = (stream.to_owned(), rendition.to_owned());
+        if !self.seen.contains_key(&key) && self.seen.len() >= MAX_RENDITION_KEYS {
+            self.expire(now);
+            if self.seen.len() >= MAX_RENDITION_KEYS {
+                return;
+            }
+        }
+        let sessions = self.seen.entry(key).or_default();
         if sessions.insert(session.to_owned(), now).is_none() {
             self.total += 1;
         }
@@ -59,7 +81,7 @@ impl ViewerCounter {
     }
 
     /// Current counts: stream → rendition → viewers.
-    pub fn counts(&mut self, now: Instant) -> BTreeMap<String, BTreeMap<String, u64>> {
+    pub fn counts(&mut self, now: Instant) -> Counts {
         self.expire(now);
         let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
         for ((stream, rendition), sessions) in &self.seen {

@@ -3,22 +3,10 @@
 //! edge for a new viewer. Pure apart from the mutex: time and randomness are passed in.
 
 use media::viewers::ViewerCounter;
-use serde::Deserialize;
+pub use media::viewers::{Counts, Report};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// Viewer counts: stream → rendition → viewers.
-pub type Counts = BTreeMap<String, BTreeMap<String, u64>>;
-
-/// What an edge reports every interval.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Report {
-    pub edge: String,
-    pub url: String,
-    #[serde(default)]
-    pub viewers: Counts,
-}
 
 #[derive(Debug, Clone)]
 struct EdgeState {
@@ -46,14 +34,6 @@ pub struct Edges {
     pub local: Mutex<ViewerCounter>,
 }
 
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 impl Edges {
     pub fn new(token: Option<String>, expiry: Duration, viewer_window: Duration) -> Edges {
         Edges {
@@ -70,7 +50,7 @@ impl Edges {
 
     pub fn report(&self, bearer: Option<&str>, r: Report, now: Instant) -> Result<(), ReportError> {
         if let Some(t) = &self.token {
-            if !bearer.is_some_and(|b| constant_time_eq(b, t)) {
+            if !bearer.is_some_and(|b| media::constant_time_eq(b, t)) {
                 return Err(ReportError::Unauthorized);
             }
         }

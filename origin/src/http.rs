@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
-use ingest::Hub;
+use media::directives;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -27,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 pub struct AppState {
     pub streams: Arc<Streams>,
-    pub hub: Arc<Hub>,
     pub edges: Arc<crate::edges::Edges>,
 }
 
@@ -35,12 +34,13 @@ const M3U8: &str = "application/vnd.apple.mpegurl";
 const MP4: &str = "video/mp4";
 /// How long a request for a stream that is starting waits for its first segment.
 const STARTUP_WAIT: Duration = Duration::from_secs(10);
+/// A streamed part whose writer adds nothing for this long is cut off.
+const PART_IDLE: Duration = Duration::from_secs(30);
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/live/{name}/index.m3u8", get(multivariant))
         .route("/live/{name}/{rendition}/{file}", get(rendition_file))
-        .route("/metrics", get(metrics))
         .route("/api/streams", get(api_streams))
         .route("/api/edges", get(api_edges))
         .route("/api/edges/report", axum::routing::post(edge_report))
@@ -50,26 +50,18 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             count_responses,
         ))
-        .layer(
-            tower_http::cors::CorsLayer::new()
-                .allow_origin(tower_http::cors::Any)
-                .allow_methods([axum::http::Method::GET, axum::http::Method::HEAD])
-                .expose_headers([
-                    header::AGE,
-                    header::ETAG,
-                    header::HeaderName::from_static("x-ferrocast-session"),
-                ]),
-        )
+        .layer(media::http::cors())
         .with_state(state)
 }
 
-/// Serves HTTP until `shutdown` fires.
+/// Serves `router` (the origin's routes, plus whatever the binary merged in, e.g. `/metrics`)
+/// until `shutdown` fires.
 pub async fn run(
     listener: TcpListener,
-    state: AppState,
+    router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
@@ -255,43 +247,6 @@ fn snap_frame_rate(measured: f64) -> f64 {
         .unwrap_or(measured)
 }
 
-/// The LL-HLS delivery directives of a playlist request.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Directives {
-    pub msn: Option<u64>,
-    pub part: Option<u64>,
-    pub skip: bool,
-}
-
-/// Parses `_HLS_msn`, `_HLS_part` and `_HLS_skip`; other parameters are ignored.
-pub fn parse_directives(query: Option<&str>) -> Result<Directives, &'static str> {
-    let mut d = Directives::default();
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match k {
-            "_HLS_msn" => {
-                d.msn = Some(
-                    v.parse()
-                        .map_err(|_| "_HLS_msn must be a decimal integer")?,
-                )
-            }
-            "_HLS_part" => {
-                d.part = Some(
-                    v.parse()
-                        .map_err(|_| "_HLS_part must be a decimal integer")?,
-                )
-            }
-            "_HLS_skip" => match v {
-                "YES" | "v2" => d.skip = true,
-                "NO" => {}
-                _ => return Err("_HLS_skip must be YES or v2"),
-            },
-            _ => {}
-        }
-    }
-    Ok(d)
-}
-
 async fn rendition_file(
     State(state): State<AppState>,
     Path((name, rendition, file)): Path<(String, String, String)>,
@@ -366,7 +321,7 @@ async fn media_playlist(
     r: &Rendition,
     query: Option<&str>,
 ) -> Response {
-    let directives = match parse_directives(query) {
+    let directives = match directives::parse(query) {
         Ok(d) => d,
         Err(e) => return plain(StatusCode::BAD_REQUEST, e),
     };
@@ -387,9 +342,7 @@ async fn media_playlist(
             Decision::Hold => {
                 if !held {
                     held = true;
-                    metrics
-                        .blocked_in_flight
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    metrics.blocked_in_flight.inc();
                 }
                 None
             }
@@ -398,10 +351,8 @@ async fn media_playlist(
     })
     .await;
     if held {
-        metrics
-            .blocked_in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        metrics.blocked_hold.observe(started.elapsed());
+        metrics.blocked_in_flight.dec();
+        crate::metrics::observe(&metrics.blocked_hold, started.elapsed());
     }
     match decision {
         Some(Decision::Ready) => {}
@@ -508,84 +459,15 @@ async fn serve_part(
     };
     match state {
         PartState::Complete { bytes, etag } => immutable(stream, bytes, etag, req),
-        PartState::Writing => {
+        PartState::Writing(body) => {
+            // Streamed chunk by chunk as the packager appends them; if the part never
+            // completes (stream gone) the transfer breaks rather than looking complete.
             let mut h = media_headers(stream, 0);
             h.remove(header::ETAG);
-            (h, Body::from_stream(stream_part(r, msn, part))).into_response()
+            (h, Body::from_stream(body.reader(PART_IDLE))).into_response()
         }
         PartState::Next | PartState::Missing => not_found(),
     }
-}
-
-/// Streams a part that is being written: each CMAF chunk is sent as it is appended; the body
-/// ends when the part is complete. If the part never completes (stream gone) the body errors,
-/// so the client sees a truncated transfer rather than a short "complete" part.
-fn stream_part(
-    r: Arc<Rendition>,
-    msn: u64,
-    part: usize,
-) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    struct St {
-        r: Arc<Rendition>,
-        rx: tokio::sync::watch::Receiver<u64>,
-        sent: usize,
-        done: bool,
-        queue: std::collections::VecDeque<Bytes>,
-        deadline: Instant,
-    }
-    impl St {
-        /// After an error the stream yields nothing more.
-        fn finished(mut self) -> St {
-            self.done = true;
-            self.queue.clear();
-            self
-        }
-    }
-    let rx = r.bytes.subscribe();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let st = St {
-        r,
-        rx,
-        sent: 0,
-        done: false,
-        queue: Default::default(),
-        deadline,
-    };
-    futures_util::stream::unfold(st, move |mut st| async move {
-        loop {
-            if let Some(b) = st.queue.pop_front() {
-                st.sent += b.len();
-                return Some((Ok(b), st));
-            }
-            if st.done {
-                return None;
-            }
-            let next = st.r.lock().part_bytes_after(msn, part, st.sent);
-            match next {
-                Some((chunks, complete)) => {
-                    st.queue
-                        .extend(chunks.into_iter().filter(|c| !c.is_empty()));
-                    st.done = complete;
-                    if !st.queue.is_empty() || complete {
-                        continue;
-                    }
-                }
-                None => return Some((Err(fail("part left the live window")), st.finished())),
-            }
-            tokio::select! {
-                changed = st.rx.changed() => if changed.is_err() {
-                    return Some((Err(fail("stream ended")), st.finished()));
-                },
-                _ = tokio::time::sleep_until(st.deadline.into()) => {
-                    return Some((Err(fail("part did not complete in time")), st.finished()));
-                }
-            }
-        }
-    })
-}
-
-fn fail(why: &str) -> std::io::Error {
-    std::io::Error::other(why.to_owned())
 }
 
 async fn serve_segment(stream: &LiveStream, r: &Rendition, msn: u64, req: &HeaderMap) -> Response {
@@ -619,18 +501,7 @@ async fn serve_segment(stream: &LiveStream, r: &Rendition, msn: u64, req: &Heade
     (h, body).into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.streams.metrics.render(&state.hub.stats);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
-}
-
 async fn api_streams(State(state): State<AppState>) -> Response {
-    let publishing: std::collections::HashMap<String, bool> = state
-        .hub
-        .live_streams()
-        .into_iter()
-        .map(|(n, _, live)| (n.as_str().to_owned(), live))
-        .collect();
     let streams: Vec<serde_json::Value> = state
         .streams
         .all()
@@ -660,7 +531,7 @@ async fn api_streams(State(state): State<AppState>) -> Response {
                 "name": s.name.as_str(),
                 "viewers": state.edges.stream_viewers(s.name.as_str(), Instant::now()),
                 "session": s.session.to_string(),
-                "publishing": publishing.get(s.name.as_str()).copied().unwrap_or(false),
+                "publishing": s.is_publishing(),
                 "playlist": format!("/live/{}/index.m3u8", s.name),
                 "renditions": renditions,
             })
@@ -734,23 +605,6 @@ async fn watch(State(state): State<AppState>, Path(name): Path<String>) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn directives_parse_strictly() {
-        assert_eq!(
-            parse_directives(Some("_HLS_msn=5&_HLS_part=2&CMCD=x&_HLS_skip=YES")),
-            Ok(Directives {
-                msn: Some(5),
-                part: Some(2),
-                skip: true
-            })
-        );
-        assert!(parse_directives(Some("_HLS_msn=-1")).is_err());
-        assert!(parse_directives(Some("_HLS_msn=99999999999999999999999")).is_err());
-        assert!(parse_directives(Some("_HLS_part=abc")).is_err());
-        assert!(parse_directives(Some("_HLS_skip=maybe")).is_err());
-        assert_eq!(parse_directives(None), Ok(Directives::default()));
-    }
 
     #[test]
     fn frame_rates_snap() {

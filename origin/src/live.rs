@@ -1,13 +1,14 @@
-//! Live streams at the origin: one task per stream runs the packager over the hub's events and
-//! publishes into each rendition's [`LiveWindow`]; HTTP handlers read the windows and wait on
-//! their `watch` channels. No lock is held across an `.await`.
+//! Live streams at the origin: one task per rendition runs a packager over that rendition's
+//! fan-out subscription and publishes into the rendition's [`LiveWindow`]; HTTP handlers read
+//! the windows and wait on their `watch` channels. No lock is held across an `.await`.
 
-use crate::metrics::Metrics;
+use crate::metrics::{observe, Metrics};
 use crate::packager::{Packaged, Packager, PackagerConfig};
 use crate::window::{Change, LiveWindow};
-use ingest::NewStream;
+use media::fanout::{StreamEventKind, Subscription};
 use media::{SessionId, StreamName};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
@@ -91,9 +92,24 @@ pub struct LiveStream {
     pub session: SessionId,
     pub renditions: Vec<Arc<Rendition>>,
     pub started: SystemTime,
+    /// A publisher is connected (false during the grace period and after the end).
+    pub publishing: AtomicBool,
+    /// Renditions still being packaged.
+    running: AtomicUsize,
+}
+
+/// One rendition to package: its id (in URLs) and the subscription that feeds it.
+#[derive(Debug)]
+pub struct RenditionInput {
+    pub id: String,
+    pub events: Subscription,
 }
 
 impl LiveStream {
+    pub fn is_publishing(&self) -> bool {
+        self.publishing.load(Ordering::Relaxed)
+    }
+
     pub fn rendition(&self, id: &str) -> Option<&Arc<Rendition>> {
         self.renditions.iter().find(|r| r.id == id)
     }
@@ -130,66 +146,95 @@ impl Streams {
         v
     }
 
-    /// Starts packaging a stream the hub created. Call from within the tokio runtime.
-    pub fn start(self: &Arc<Self>, new: NewStream) {
+    /// Starts packaging a stream: one packager and live window per rendition (the first one
+    /// listed first in the multivariant playlist). Call from within the tokio runtime.
+    pub fn start(
+        self: &Arc<Self>,
+        name: StreamName,
+        session: SessionId,
+        renditions: Vec<RenditionInput>,
+    ) {
         // MSNs start from the wall clock in seconds, so a new session of the same stream name
         // never reuses an earlier session's part and segment URLs (which caches keep).
         let first_msn = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let window = LiveWindow::new(
-            first_msn,
-            self.config.window_segments,
-            self.config.part_target.as_secs_f64(),
-        );
+        let windows = renditions.iter().map(|r| {
+            let window = LiveWindow::new(
+                first_msn,
+                self.config.window_segments,
+                self.config.part_target.as_secs_f64(),
+            );
+            Arc::new(Rendition::new(&r.id, window))
+        });
         let stream = Arc::new(LiveStream {
-            name: new.name.clone(),
-            session: new.session,
-            renditions: vec![Arc::new(Rendition::new("source", window))],
+            name: name.clone(),
+            session,
+            renditions: windows.collect(),
             started: SystemTime::now(),
+            publishing: AtomicBool::new(false),
+            running: AtomicUsize::new(renditions.len()),
         });
         {
             let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-            map.insert(new.name.clone(), Arc::clone(&stream));
+            map.insert(name.clone(), Arc::clone(&stream));
         }
-        let streams = Arc::clone(self);
-        let span =
-            tracing::info_span!(parent: None, "stream", stream = %new.name, session = %new.session);
-        tokio::spawn(
-            async move {
-                tracing::info!("packaging started");
-                run_packager(&streams, &stream, new).await;
-                tracing::info!("stream ended: playlists have ENDLIST");
-                tokio::time::sleep(streams.config.ended_linger).await;
-                let mut map = streams.map.write().unwrap_or_else(|e| e.into_inner());
-                if map
-                    .get(&stream.name)
-                    .is_some_and(|s| Arc::ptr_eq(s, &stream))
-                {
-                    map.remove(&stream.name);
+        for (index, input) in renditions.into_iter().enumerate() {
+            let streams = Arc::clone(self);
+            let stream = Arc::clone(&stream);
+            let span = tracing::info_span!(parent: None, "stream", stream = %name, session = %session, rendition = %input.id);
+            tokio::spawn(
+                async move {
+                    tracing::info!("packaging started");
+                    run_packager(&streams, &stream, index, input.events).await;
+                    tracing::info!("rendition ended: playlist has ENDLIST");
+                    if stream.running.fetch_sub(1, Ordering::AcqRel) > 1 {
+                        return;
+                    }
+                    tracing::info!("stream ended");
+                    tokio::time::sleep(streams.config.ended_linger).await;
+                    let mut map = streams.map.write().unwrap_or_else(|e| e.into_inner());
+                    if map
+                        .get(&stream.name)
+                        .is_some_and(|s| Arc::ptr_eq(s, &stream))
+                    {
+                        map.remove(&stream.name);
+                    }
                 }
-            }
-            .instrument(span),
-        );
+                .instrument(span),
+            );
+        }
     }
 }
 
-async fn run_packager(streams: &Streams, stream: &LiveStream, mut new: NewStream) {
+async fn run_packager(
+    streams: &Streams,
+    stream: &LiveStream,
+    index: usize,
+    mut events: Subscription,
+) {
     let cfg = PackagerConfig::new(
         streams.config.part_target,
         streams.config.min_target_duration,
     );
     let mut packager = Packager::new(cfg);
-    let rendition = &stream.renditions[0];
+    let rendition = &stream.renditions[index];
     let metrics = &streams.metrics;
     // Arrival instants of the video frames in the part being written.
     let mut arrivals: Vec<Instant> = Vec::new();
-    while let Some(ev) = new.events.recv().await {
-        if let ingest::StreamEventKind::PublisherStarted { peer, protocol } = &ev.kind {
-            tracing::info!(%peer, protocol, generation = ev.generation, "publisher started");
+    while let Some(ev) = events.recv().await {
+        match &ev.kind {
+            StreamEventKind::PublisherStarted { peer, protocol } if index == 0 => {
+                tracing::info!(%peer, %protocol, generation = ev.generation, "publisher started");
+                stream.publishing.store(true, Ordering::Relaxed);
+            }
+            StreamEventKind::PublisherGone if index == 0 => {
+                stream.publishing.store(false, Ordering::Relaxed);
+            }
+            _ => {}
         }
         let is_video =
-            matches!(&ev.kind, ingest::StreamEventKind::Frame(f) if f.track == media::Track::Video);
+            matches!(&ev.kind, StreamEventKind::Frame(f) if f.track == media::Track::Video);
         let out = packager.push(ev.generation, &ev.kind, SystemTime::now());
         if out.is_empty() {
             continue;
@@ -222,14 +267,17 @@ async fn run_packager(streams: &Streams, stream: &LiveStream, mut new: NewStream
         if closed_parts > 0 {
             let now = Instant::now();
             if let Some(last) = arrivals.last() {
-                metrics.part_publish_delay.observe(now - *last);
+                observe(&metrics.part_publish_delay, now - *last);
             }
             for a in arrivals.drain(..) {
-                metrics.ingest_to_servable.observe(now - a);
+                observe(&metrics.ingest_to_servable, now - a);
             }
             let mut info = rendition.info.lock().unwrap_or_else(|e| e.into_inner());
             info.frame_rate = media::VIDEO_TIMESCALE as f64 / packager.frame_duration() as f64;
         }
+    }
+    if index == 0 {
+        stream.publishing.store(false, Ordering::Relaxed);
     }
     let out = packager.finish();
     let mut w = rendition.lock();

@@ -23,7 +23,7 @@
 
 use crate::fmp4::{self, InitConfig, Sample, TrackRun, AUDIO_TRACK_ID, VIDEO_TRACK_ID};
 use bytes::Bytes;
-use ingest::StreamEventKind;
+use media::fanout::StreamEventKind;
 use media::{AacConfig, AvcConfig, CodecConfig, Frame, Track, VIDEO_TIMESCALE};
 use std::time::{Duration, SystemTime};
 
@@ -514,7 +514,7 @@ impl Packager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ingest::StreamEventKind as K;
+    use media::fanout::StreamEventKind as K;
 
     pub(crate) fn avc() -> AvcConfig {
         AvcConfig::parse(Bytes::from_static(include_bytes!(
@@ -552,7 +552,7 @@ mod tests {
             generation,
             &K::PublisherStarted {
                 peer: "127.0.0.1:1".parse().unwrap(),
-                protocol: "rtmp",
+                protocol: media::fanout::Protocol::Rtmp,
             },
             SystemTime::UNIX_EPOCH,
         );

@@ -4,19 +4,22 @@
 
 use crate::packager::Packaged;
 use bytes::Bytes;
+use media::body::Body;
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 const TICKS: f64 = media::VIDEO_TIMESCALE as f64;
 
-/// One part: complete (`bytes` set) or still being written (`chunks` growing).
+/// One part: complete (`bytes` set) or still being written (`body` growing; readers stream
+/// it as it grows).
 #[derive(Debug, Clone)]
 pub struct Part {
     pub independent: bool,
     /// 90 kHz ticks; `None` while being written.
     pub duration: Option<i64>,
-    pub chunks: Vec<Bytes>,
+    pub body: Arc<Body>,
     pub bytes: Option<Bytes>,
     pub etag: u64,
 }
@@ -64,8 +67,8 @@ pub enum PartState {
         bytes: Bytes,
         etag: u64,
     },
-    /// Being written: the chunks so far.
-    Writing,
+    /// Being written: stream it from its growing body.
+    Writing(Arc<Body>),
     /// Not started yet, but it is the next part to be written (the preload hint).
     Next,
     /// Not there and not coming (too old, or beyond the next part).
@@ -145,7 +148,7 @@ impl LiveWindow {
                     seg.parts.push(Part {
                         independent,
                         duration: None,
-                        chunks: Vec::new(),
+                        body: Body::new(),
                         bytes: None,
                         etag: 0,
                     });
@@ -154,20 +157,20 @@ impl LiveWindow {
             }
             Packaged::Chunk(bytes) => {
                 if let Some(part) = self.segments.back_mut().and_then(|s| s.parts.last_mut()) {
-                    part.chunks.push(bytes);
+                    part.body.push(bytes);
                 }
                 Change::Bytes
             }
             Packaged::PartEnd { duration } => {
                 if let Some(seg) = self.segments.back_mut() {
                     if let Some(part) = seg.parts.last_mut() {
-                        let bytes = Bytes::from(part.chunks.concat());
+                        part.body.finish(Ok(()));
+                        let bytes = part.body.bytes().unwrap_or_default();
                         let mut h = std::collections::hash_map::DefaultHasher::new();
                         bytes.hash(&mut h);
                         part.etag = h.finish();
                         seg.size += bytes.len();
                         part.bytes = Some(bytes);
-                        part.chunks = Vec::new();
                         part.duration = Some(duration);
                     }
                 }
@@ -185,6 +188,12 @@ impl LiveWindow {
 
     /// The stream ended: no more media; playlists get EXT-X-ENDLIST.
     pub fn end(&mut self) {
+        // A part still being written never completes: its readers see a broken transfer.
+        for seg in &self.segments {
+            for p in seg.parts.iter().filter(|p| p.bytes.is_none()) {
+                p.body.finish(Err("stream ended".into()));
+            }
+        }
         // Drop a segment that never got a part (e.g. ended right at a cut).
         if self.segments.back().is_some_and(|s| s.duration.is_none()) {
             self.segments.pop_back();
@@ -288,7 +297,7 @@ impl LiveWindow {
                         bytes: b.clone(),
                         etag: p.etag,
                     },
-                    None => PartState::Writing,
+                    None => PartState::Writing(Arc::clone(&p.body)),
                 },
                 None if self.preload_hint() == Some((msn, index)) => PartState::Next,
                 None => PartState::Missing,
@@ -298,30 +307,6 @@ impl LiveWindow {
         } else {
             PartState::Missing
         }
-    }
-
-    /// The bytes of a part after the first `sent` bytes, and whether the part is complete.
-    /// Streaming readers call this repeatedly with the count they have sent so far.
-    pub fn part_bytes_after(
-        &self,
-        msn: u64,
-        index: usize,
-        sent: usize,
-    ) -> Option<(Vec<Bytes>, bool)> {
-        let part = self.segment(msn)?.parts.get(index)?;
-        if let Some(b) = &part.bytes {
-            return Some((vec![b.slice(sent.min(b.len())..)], true));
-        }
-        let mut out = Vec::new();
-        let mut pos = 0;
-        for c in &part.chunks {
-            let end = pos + c.len();
-            if end > sent {
-                out.push(c.slice(sent.saturating_sub(pos)..));
-            }
-            pos = end;
-        }
-        Some((out, false))
     }
 
     /// Complete segment bytes, as its parts (a segment is exactly their concatenation).
@@ -360,8 +345,8 @@ impl LiveWindow {
                 s.size
                     + s.parts
                         .iter()
-                        .flat_map(|p| &p.chunks)
-                        .map(Bytes::len)
+                        .filter(|p| p.bytes.is_none())
+                        .map(|p| p.body.len())
                         .sum::<usize>()
             })
             .sum()
@@ -414,20 +399,42 @@ mod tests {
         assert!(matches!(w.part_state(104, 0), PartState::Missing));
     }
 
-    #[test]
-    fn part_being_written_is_visible_chunk_by_chunk() {
+    #[tokio::test]
+    async fn part_being_written_streams_chunk_by_chunk() {
+        use futures_util::StreamExt;
         let mut w = LiveWindow::new(0, 6, 0.333);
         seg_start(&mut w, false);
         w.apply(Packaged::PartStart { independent: true });
         w.apply(Packaged::Chunk(Bytes::from_static(b"1")));
-        assert!(matches!(w.part_state(0, 0), PartState::Writing));
+        let PartState::Writing(body) = w.part_state(0, 0) else {
+            panic!("part 0 is being written");
+        };
         assert_eq!(w.preload_hint(), Some((0, 0)));
+        let mut reader = Box::pin(body.reader(std::time::Duration::from_secs(5)));
+        assert_eq!(&reader.next().await.unwrap().unwrap()[..], b"1");
         w.apply(Packaged::Chunk(Bytes::from_static(b"2")));
-        let (chunks, done) = w.part_bytes_after(0, 0, 1).unwrap();
-        assert_eq!((chunks.concat(), done), (b"2".to_vec(), false));
+        assert_eq!(&reader.next().await.unwrap().unwrap()[..], b"2");
         w.apply(Packaged::PartEnd { duration: 3000 });
-        let (chunks, done) = w.part_bytes_after(0, 0, 1).unwrap();
-        assert_eq!((chunks.concat(), done), (b"2".to_vec(), true));
+        assert!(reader.next().await.is_none(), "the body ends with the part");
+        assert!(matches!(w.part_state(0, 0), PartState::Complete { .. }));
         assert_eq!(w.preload_hint(), Some((0, 1)));
+    }
+
+    #[tokio::test]
+    async fn a_part_cut_off_by_the_end_is_a_broken_transfer() {
+        use futures_util::StreamExt;
+        let mut w = LiveWindow::new(0, 6, 0.333);
+        seg_start(&mut w, false);
+        w.apply(Packaged::PartStart { independent: true });
+        w.apply(Packaged::Chunk(Bytes::from_static(b"1")));
+        let PartState::Writing(body) = w.part_state(0, 0) else {
+            panic!("part 0 is being written");
+        };
+        w.end();
+        let got: Vec<_> = body
+            .reader(std::time::Duration::from_secs(5))
+            .collect()
+            .await;
+        assert!(got.last().is_some_and(|r| r.is_err()));
     }
 }

@@ -1,0 +1,97 @@
+//! Ferrocast's transcoding stage: it subscribes to a source stream's [`Fanout`] and publishes
+//! one fan-out per rendition, which the origin packages like any other. It never imports
+//! ingest or the origin; the binary wires it between them.
+//!
+//! Today it holds the rendition plumbing and its public types: [`Rung`] (what a ladder rung
+//! is) and [`copy`], a rendition that carries the source's own frames under another id
+//! (no decode), used to exercise multi-rendition output (players' switching, rendition
+//! reports) end to end. The ffmpeg ladder plugs into the same seam: `source fan-out →
+//! rendition fan-out`.
+
+use media::fanout::Fanout;
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// One rung of a ladder, as configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rung {
+    /// Rendition id in playback URLs (`/live/NAME/{id}/index.m3u8`).
+    pub name: String,
+    /// Output height in pixels (width keeps the source's aspect ratio, even).
+    pub height: u32,
+    /// Target video bitrate, bits per second.
+    pub bitrate: u64,
+    /// Frame-rate cap (frames per second).
+    pub max_fps: f64,
+}
+
+/// A rendition feed for the origin: its id and the fan-out that carries it.
+#[derive(Debug, Clone)]
+pub struct RenditionFeed {
+    pub id: String,
+    pub stream: Arc<Fanout>,
+}
+
+/// Room per consumer in a rendition's fan-out (as the source's).
+pub const RENDITION_QUEUE: usize = 512;
+
+/// A rendition that carries the source's frames unchanged under the id `id`. Runs as a task
+/// until the source ends, then ends the rendition. Call from within the tokio runtime.
+pub fn copy(source: &Arc<Fanout>, stream_name: &str, id: &str) -> RenditionFeed {
+    let out = Fanout::new(stream_name, RENDITION_QUEUE, source.metrics().clone());
+    let mut input = source.subscribe(&format!("copy:{id}"));
+    let writer = Arc::clone(&out);
+    let span = tracing::info_span!("copy", rendition = id);
+    tokio::spawn(
+        async move {
+            while let Some(ev) = input.recv().await {
+                writer.send(ev);
+            }
+            writer.close();
+        }
+        .instrument(span),
+    );
+    RenditionFeed {
+        id: id.to_owned(),
+        stream: out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use media::fanout::{FanoutMetrics, Protocol, StreamEvent, StreamEventKind};
+    use std::time::Instant;
+
+    #[tokio::test]
+    async fn a_copy_carries_every_event_and_ends_with_the_source() {
+        let src = Fanout::new("demo", 64, FanoutMetrics::new());
+        let feed = copy(&src, "demo", "copy");
+        let mut sub = feed.stream.subscribe("test");
+        let ev = |kind| StreamEvent {
+            generation: 1,
+            at: Instant::now(),
+            kind,
+        };
+        src.send(ev(StreamEventKind::PublisherStarted {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            protocol: Protocol::Rtmp,
+        }));
+        src.send(ev(StreamEventKind::Frame(media::Frame {
+            track: media::Track::Audio,
+            pts: 7,
+            dts: 7,
+            keyframe: true,
+            data: bytes::Bytes::from_static(b"a"),
+        })));
+        src.close();
+        let mut got = Vec::new();
+        while let Some(e) = sub.recv().await {
+            got.push(e);
+        }
+        assert_eq!(got.len(), 2);
+        assert!(matches!(&got[1].kind, StreamEventKind::Frame(f) if f.pts == 7));
+        assert_eq!(feed.id, "copy");
+    }
+}
