@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command to test Ferrocast: installs the system packages the suite needs (Debian's FFmpeg
 # CLI, libsrt, srt-tools, curl, openssl, docker-compose for validating deploy/compose.yaml,
-# Chromium for the browser test, Node.js if absent, a C toolchain) and the browser test's npm
+# Chromium for the browser test, promtool (Debian's prometheus) for checking /metrics, Node.js
+# if absent, a C toolchain) and the browser test's npm
 # packages (hls.js, playwright-core; no browser download), then checks formatting, lints, and
 # runs the whole test suite (unit tests and the integration tests that drive the real binary
 # with the real ffmpeg CLI, and hls.js in headless Chromium).
@@ -17,6 +18,7 @@ command -v srt-live-transmit >/dev/null 2>&1 || need+=(srt-tools)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 [ -x /usr/bin/chromium ] || need+=(chromium fonts-liberation)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)

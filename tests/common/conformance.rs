@@ -18,6 +18,9 @@ struct Ctx {
     /// Where viewers fetch (the origin, or an edge in front of it).
     base: String,
     c: reqwest::Client,
+    /// The rendition under test and the stream's other renditions.
+    rendition: String,
+    others: Vec<String>,
     media: String,
     failures: Vec<String>,
     playlists: Vec<MediaPlaylist>,
@@ -33,7 +36,7 @@ impl Ctx {
     }
 
     fn part_url(&self, uri: &str) -> String {
-        format!("{}/live/cam/source/{uri}", self.base)
+        format!("{}/live/cam/{}/{uri}", self.base, self.rendition)
     }
 
     async fn playlist(
@@ -78,38 +81,86 @@ pub fn source() -> Source {
 /// `cam`; kills the publisher midway (to check the grace period, 503 and ENDLIST). Returns the
 /// broken rules, one line each.
 pub async fn check_all(base: &str, publisher: &mut Publisher) -> Vec<String> {
+    check_renditions(base, publisher, &["source"]).await
+}
+
+/// [`check_all`] for a stream with the renditions `ids` (the first listed first): every
+/// rendition passes every check, and each carries a rendition report for every other one.
+pub async fn check_renditions(base: &str, publisher: &mut Publisher, ids: &[&str]) -> Vec<String> {
     let c = hls::client();
     let master_url = format!("{base}/live/cam/index.m3u8");
     let (status, master) = hls::wait_for(&c, &master_url).await;
     assert_eq!(status, 200, "{master}");
-    let media = format!("{base}/live/cam/source/index.m3u8");
-    let mut ctx = Ctx {
-        base: base.to_owned(),
-        c,
-        media,
-        failures: Vec::new(),
-        playlists: Vec::new(),
-    };
-    multivariant_attributes(&mut ctx, &master);
-    // Let the window fill so delta updates can skip (10 s of 1 s segments).
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    server_control_and_part_inf(&mut ctx).await;
-    blocking_reload_waits_and_answers_promptly(&mut ctx).await;
-    part_past_segment_end_is_next_segment_part_zero(&mut ctx).await;
-    advance_limits_give_400(&mut ctx).await;
-    delta_update(&mut ctx).await;
-    preload_hint_is_streamed_while_written(&mut ctx).await;
-    parts_and_segments_durations(&mut ctx).await;
-    program_date_time_on_every_segment(&mut ctx).await;
-    independent_parts_start_with_keyframes(&mut ctx).await;
-    no_rendition_reports_with_one_rendition(&mut ctx).await;
-    http_caching_cors_and_404(&mut ctx).await;
+    let mut ctxs: Vec<Ctx> = ids
+        .iter()
+        .map(|id| Ctx {
+            base: base.to_owned(),
+            c: c.clone(),
+            rendition: (*id).to_owned(),
+            others: ids
+                .iter()
+                .filter(|o| *o != id)
+                .map(|o| (*o).to_owned())
+                .collect(),
+            media: format!("{base}/live/cam/{id}/index.m3u8"),
+            failures: Vec::new(),
+            playlists: Vec::new(),
+        })
+        .collect();
+    multivariant_attributes(&mut ctxs[0], &master);
+    for id in ids {
+        ctxs[0].check(
+            &format!("multivariant lists {id}"),
+            master.contains(&format!("\n{id}/index.m3u8")),
+            &master,
+        );
+    }
+    // Delta updates need a full window to skip anything: wait for it (10 × 1 s segments).
+    window_full(&mut ctxs[0], 10).await;
+    for ctx in ctxs.iter_mut() {
+        server_control_and_part_inf(ctx).await;
+        blocking_reload_waits_and_answers_promptly(ctx).await;
+        part_past_segment_end_is_next_segment_part_zero(ctx).await;
+        advance_limits_give_400(ctx).await;
+        delta_update(ctx).await;
+        preload_hint_is_streamed_while_written(ctx).await;
+        parts_and_segments_durations(ctx).await;
+        program_date_time_on_every_segment(ctx).await;
+        independent_parts_start_with_keyframes(ctx).await;
+        rendition_reports(ctx).await;
+        http_caching_cors_and_404(ctx).await;
+    }
     // The publisher stops; within the grace period nothing advances.
     publisher.kill();
-    blocked_request_times_out_with_503(&mut ctx).await;
-    directives_ignored_after_endlist(&mut ctx).await;
-    fixed_values_never_change(&mut ctx);
-    ctx.failures
+    blocked_request_times_out_with_503(&mut ctxs[0]).await;
+    for ctx in ctxs.iter_mut() {
+        directives_ignored_after_endlist(ctx).await;
+        fixed_values_never_change(ctx);
+    }
+    ctxs.into_iter()
+        .flat_map(|ctx| {
+            let r = ctx.rendition;
+            ctx.failures.into_iter().map(move |f| format!("[{r}] {f}"))
+        })
+        .collect()
+}
+
+/// Waits (bounded) until the playlist lists `segments` complete segments.
+async fn window_full(ctx: &mut Ctx, segments: usize) {
+    let end = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (_, pl, _, _) = ctx.playlist("").await;
+        let n = pl.segments.iter().filter(|s| s.uri.is_some()).count();
+        if n >= segments || Instant::now() > end {
+            ctx.check("the live window fills", n >= segments, n);
+            return;
+        }
+        let (msn, part) = pl.next_part();
+        // A blocking reload returns as soon as the stream advances: no guessing sleep.
+        let _ = ctx
+            .playlist(&format!("_HLS_msn={msn}&_HLS_part={part}"))
+            .await;
+    }
 }
 
 fn multivariant_attributes(ctx: &mut Ctx, master: &str) {
@@ -438,13 +489,67 @@ async fn independent_parts_start_with_keyframes(ctx: &mut Ctx) {
     ctx.check("parts were checked for INDEPENDENT", checked >= 6, checked);
 }
 
-async fn no_rendition_reports_with_one_rendition(ctx: &mut Ctx) {
-    let (_, pl, _, _) = ctx.playlist("").await;
-    ctx.check(
-        "no EXT-X-RENDITION-REPORT while there is only one rendition",
-        pl.rendition_reports.is_empty(),
-        &pl.text,
-    );
+/// Every other rendition has a report whose LAST-MSN/LAST-PART is within one part of that
+/// rendition's own playlist (read just before and just after); none with one rendition.
+async fn rendition_reports(ctx: &mut Ctx) {
+    if ctx.others.is_empty() {
+        let (_, pl, _, _) = ctx.playlist("").await;
+        ctx.check(
+            "no EXT-X-RENDITION-REPORT while there is only one rendition",
+            pl.rendition_reports.is_empty(),
+            &pl.text,
+        );
+        return;
+    }
+    for other in ctx.others.clone() {
+        let other_url = format!("{}/live/cam/{other}/index.m3u8", ctx.base);
+        let (_, before) = hls::get_text(&ctx.c, &other_url).await;
+        let (_, pl, _, _) = ctx.playlist("").await;
+        let (_, after) = hls::get_text(&ctx.c, &other_url).await;
+        let (Ok(before), Ok(after)) = (MediaPlaylist::parse(&before), MediaPlaylist::parse(&after))
+        else {
+            ctx.check(&format!("{other} playlist parses"), false, "");
+            continue;
+        };
+        let uri = format!("../{other}/index.m3u8");
+        let report = pl.rendition_reports.iter().find(|r| r.uri == uri).cloned();
+        ctx.check(
+            &format!("rendition report for {other}"),
+            report.is_some(),
+            &pl.text,
+        );
+        let Some(report) = report else { continue };
+        // Ordinal of (msn, part) among the parts the other playlist lists.
+        let ordinal = |p: &MediaPlaylist, msn: u64, part: usize| -> Option<i64> {
+            let mut i = 0i64;
+            for s in &p.segments {
+                for k in 0..s.parts.len() {
+                    if s.msn == msn && k == part {
+                        return Some(i);
+                    }
+                    i += 1;
+                }
+            }
+            None
+        };
+        let last = |p: &MediaPlaylist| p.last_part().and_then(|(m, k)| ordinal(&after, m, k));
+        let got = ordinal(&after, report.last_msn, report.last_part.unwrap_or(0));
+        let ok = match (got, last(&before), last(&after)) {
+            (Some(g), Some(lo), Some(hi)) => g >= lo - 1 && g <= hi + 1,
+            _ => false,
+        };
+        ctx.check(
+            &format!("rendition report for {other} within one part of its playlist"),
+            ok,
+            format!(
+                "report {}.{:?}, {other} last {:?} → {:?}",
+                report.last_msn,
+                report.last_part,
+                before.last_part(),
+                after.last_part()
+            ),
+        );
+    }
 }
 
 async fn http_caching_cors_and_404(ctx: &mut Ctx) {
