@@ -1,186 +1,25 @@
-//! The origin's HTTP surface (axum): LL-HLS playlists and media, `/metrics`, `/api/streams`.
-//!
-//! - `GET /live/{name}/index.m3u8` — multivariant playlist
-//! - `GET /live/{name}/{rendition}/index.m3u8` — media playlist (`_HLS_msn`, `_HLS_part`,
-//!   `_HLS_skip`)
-//! - `GET /live/{name}/{rendition}/init.mp4`, `init-{v}.mp4`, `{msn}.{part}.m4s`, `{msn}.m4s`
+//! LL-HLS playback: multivariant and media playlists (blocking reload, delta updates,
+//! rendition reports), init segments, parts (the hinted one streamed while written) and
+//! segments.
 
+use super::{
+    etag_of, hash_str, not_found, plain, session_header, wait_window, wait_window_bytes, AppState,
+    M3U8, MP4, PART_IDLE, STARTUP_WAIT,
+};
 use crate::blocking::{self, Decision};
-use crate::live::{LiveStream, Rendition, Streams};
+use crate::live::{LiveStream, Rendition};
 use crate::playlist::{self, MediaOptions, RenditionReport, Variant};
 use crate::window::{LiveWindow, PartState};
 use axum::body::Body;
-use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use bytes::Bytes;
 use media::directives;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-/// Shared state of the HTTP handlers.
-#[derive(Clone)]
-pub struct AppState {
-    pub streams: Arc<Streams>,
-    pub edges: Arc<crate::edges::Edges>,
-}
-
-const M3U8: &str = "application/vnd.apple.mpegurl";
-const MP4: &str = "video/mp4";
-/// How long a request for a stream that is starting waits for its first segment.
-const STARTUP_WAIT: Duration = Duration::from_secs(10);
-/// A streamed part whose writer adds nothing for this long is cut off.
-const PART_IDLE: Duration = Duration::from_secs(30);
-
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/live/{name}/index.m3u8", get(multivariant))
-        .route("/live/{name}/{rendition}/{file}", get(rendition_file))
-        .route("/api/streams", get(api_streams))
-        .route("/api/edges", get(api_edges))
-        .route("/api/edges/report", axum::routing::post(edge_report))
-        .route("/watch/{name}", get(watch))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            count_responses,
-        ))
-        .layer(media::http::cors())
-        .with_state(state)
-}
-
-/// Serves `router` (the origin's routes, plus whatever the binary merged in, e.g. `/metrics`)
-/// until `shutdown` fires.
-pub async fn run(
-    listener: TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-}
-
-async fn count_responses(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = match req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(MatchedPath::as_str)
-    {
-        Some("/live/{name}/index.m3u8") => "multivariant",
-        Some("/live/{name}/{rendition}/{file}") => {
-            let path = req.uri().path();
-            if path.ends_with(".m3u8") {
-                "media_playlist"
-            } else if path.ends_with(".mp4") {
-                "init"
-            } else if path.matches('.').count() == 2 {
-                "part"
-            } else {
-                "segment"
-            }
-        }
-        Some("/metrics") => "metrics",
-        Some("/api/streams") | Some("/api/edges") => "api",
-        Some("/api/edges/report") => "edge_report",
-        Some("/watch/{name}") => "director",
-        Some(_) => "other",
-        None => "unmatched",
-    };
-    let edge = req
-        .headers()
-        .get("x-ferrocast-edge")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let uri = req.uri().clone();
-    let resp = next.run(req).await;
-    state
-        .streams
-        .metrics
-        .http_response(route, resp.status().as_u16());
-    // Access log (enable with RUST_LOG=ferrocast::access=debug).
-    tracing::debug!(
-        target: "ferrocast::access",
-        edge = edge.as_deref().unwrap_or("-"),
-        %uri,
-        status = resp.status().as_u16()
-    );
-    resp
-}
-
-fn plain(status: StatusCode, msg: &str) -> Response {
-    (
-        status,
-        [
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::CONTENT_TYPE, "text/plain"),
-        ],
-        format!("{msg}\n"),
-    )
-        .into_response()
-}
-
-fn not_found() -> Response {
-    plain(StatusCode::NOT_FOUND, "not found")
-}
-
-fn etag_of(v: u64) -> String {
-    format!("\"{v:016x}\"")
-}
-
-fn hash_str(s: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
-}
-
-fn session_header(stream: &LiveStream) -> HeaderValue {
-    HeaderValue::from_str(&stream.session.to_string()).unwrap_or(HeaderValue::from_static("-"))
-}
-
-/// Waits until `f` says the window is ready (or not), or the deadline passes; re-evaluated
-/// when playlists change.
-async fn wait_window<T>(
-    r: &Rendition,
-    deadline: Instant,
-    f: impl FnMut(&LiveWindow) -> Option<T>,
-) -> Option<T> {
-    wait_on(r, r.position.subscribe(), deadline, f).await
-}
-
-/// Like [`wait_window`], but wakes on every appended byte too.
-async fn wait_window_bytes<T>(
-    r: &Rendition,
-    deadline: Instant,
-    f: impl FnMut(&LiveWindow) -> Option<T>,
-) -> Option<T> {
-    wait_on(r, r.bytes.subscribe(), deadline, f).await
-}
-
-async fn wait_on<T>(
-    r: &Rendition,
-    mut rx: tokio::sync::watch::Receiver<u64>,
-    deadline: Instant,
-    mut f: impl FnMut(&LiveWindow) -> Option<T>,
-) -> Option<T> {
-    loop {
-        if let Some(v) = f(&r.lock()) {
-            return Some(v);
-        }
-        tokio::select! {
-            changed = rx.changed() => if changed.is_err() { return None },
-            _ = tokio::time::sleep_until(deadline.into()) => return f(&r.lock()),
-        }
-    }
-}
-
-async fn multivariant(
+pub(super) async fn multivariant(
     State(state): State<AppState>,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
@@ -237,7 +76,7 @@ async fn multivariant(
 }
 
 /// Snaps a measured frame rate to the common rate it is within 1 % of.
-fn snap_frame_rate(measured: f64) -> f64 {
+pub(super) fn snap_frame_rate(measured: f64) -> f64 {
     const COMMON: [f64; 8] = [23.976, 24.0, 25.0, 29.97, 30.0, 50.0, 59.94, 60.0];
     COMMON
         .iter()
@@ -247,7 +86,7 @@ fn snap_frame_rate(measured: f64) -> f64 {
         .unwrap_or(measured)
 }
 
-async fn rendition_file(
+pub(super) async fn rendition_file(
     State(state): State<AppState>,
     Path((name, rendition, file)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
@@ -499,107 +338,6 @@ async fn serve_segment(stream: &LiveStream, r: &Rendition, msn: u64, req: &Heade
         parts.into_iter().map(Ok::<_, std::io::Error>),
     ));
     (h, body).into_response()
-}
-
-async fn api_streams(State(state): State<AppState>) -> Response {
-    let streams: Vec<serde_json::Value> = state
-        .streams
-        .all()
-        .iter()
-        .map(|s| {
-            let renditions: Vec<serde_json::Value> = s
-                .renditions
-                .iter()
-                .map(|r| {
-                    let w = r.lock();
-                    let info = r.info.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                    serde_json::json!({
-                        "id": r.id,
-                        "codecs": info.codecs,
-                        "width": info.width,
-                        "height": info.height,
-                        "frame_rate": snap_frame_rate(info.frame_rate),
-                        "target_duration": w.target_duration(),
-                        "last_part": w.last_part(),
-                        "ended": w.ended(),
-                        "bandwidth": w.bandwidth().map(|b| b.1),
-                        "bytes_held": w.bytes_held(),
-                    })
-                })
-                .collect();
-            serde_json::json!({
-                "name": s.name.as_str(),
-                "viewers": state.edges.stream_viewers(s.name.as_str(), Instant::now()),
-                "session": s.session.to_string(),
-                "publishing": s.is_publishing(),
-                "playlist": format!("/live/{}/index.m3u8", s.name),
-                "renditions": renditions,
-            })
-        })
-        .collect();
-    (
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        serde_json::json!({ "streams": streams }).to_string(),
-    )
-        .into_response()
-}
-
-async fn edge_report(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let report: crate::edges::Report = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(_) => return plain(StatusCode::BAD_REQUEST, "malformed report"),
-    };
-    match state.edges.report(bearer, report, Instant::now()) {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(crate::edges::ReportError::Unauthorized) => {
-            tracing::warn!("edge report refused: missing or wrong token");
-            plain(StatusCode::UNAUTHORIZED, "missing or wrong edge token")
-        }
-        Err(e) => plain(StatusCode::BAD_REQUEST, &e.to_string()),
-    }
-}
-
-async fn api_edges(State(state): State<AppState>) -> Response {
-    let edges: Vec<serde_json::Value> = state
-        .edges
-        .healthy(Instant::now())
-        .into_iter()
-        .map(|(id, url, viewers)| serde_json::json!({"id": id, "url": url, "viewers": viewers}))
-        .collect();
-    (
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        serde_json::json!({ "edges": edges }).to_string(),
-    )
-        .into_response()
-}
-
-/// The director: sends a new viewer to one of the least-loaded healthy edges, chosen at random
-/// among the best three (or to the origin itself when no edge is up).
-async fn watch(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    if state.streams.get(&name).is_none() {
-        return not_found();
-    }
-    let rand = media::SessionId::generate().0;
-    let target = match state.edges.pick(Instant::now(), 3, rand) {
-        Some(edge) => format!("{edge}/live/{name}/index.m3u8"),
-        None => format!("/live/{name}/index.m3u8"),
-    };
-    let mut h = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&target) {
-        h.insert(header::LOCATION, v);
-    }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    (StatusCode::FOUND, h).into_response()
 }
 
 #[cfg(test)]

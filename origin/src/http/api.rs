@@ -1,0 +1,96 @@
+//! The JSON API: live streams with their renditions and viewers, edges, and the edges'
+//! viewer reports.
+
+use super::playback::snap_frame_rate;
+use super::{plain, AppState};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use std::time::Instant;
+
+pub(super) async fn streams(State(state): State<AppState>) -> Response {
+    let streams: Vec<serde_json::Value> = state
+        .streams
+        .all()
+        .iter()
+        .map(|s| {
+            let renditions: Vec<serde_json::Value> = s
+                .renditions
+                .iter()
+                .map(|r| {
+                    let w = r.lock();
+                    let info = r.info.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    serde_json::json!({
+                        "id": r.id,
+                        "codecs": info.codecs,
+                        "width": info.width,
+                        "height": info.height,
+                        "frame_rate": snap_frame_rate(info.frame_rate),
+                        "target_duration": w.target_duration(),
+                        "last_part": w.last_part(),
+                        "ended": w.ended(),
+                        "bandwidth": w.bandwidth().map(|b| b.1),
+                        "bytes_held": w.bytes_held(),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": s.name.as_str(),
+                "viewers": state.edges.stream_viewers(s.name.as_str(), Instant::now()),
+                "session": s.session.to_string(),
+                "publishing": s.is_publishing(),
+                "playlist": format!("/live/{}/index.m3u8", s.name),
+                "renditions": renditions,
+            })
+        })
+        .collect();
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        serde_json::json!({ "streams": streams }).to_string(),
+    )
+        .into_response()
+}
+
+pub(super) async fn edge_report(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let report: crate::edges::Report = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(_) => return plain(StatusCode::BAD_REQUEST, "malformed report"),
+    };
+    match state.edges.report(bearer, report, Instant::now()) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(crate::edges::ReportError::Unauthorized) => {
+            tracing::warn!("edge report refused: missing or wrong token");
+            plain(StatusCode::UNAUTHORIZED, "missing or wrong edge token")
+        }
+        Err(e) => plain(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+pub(super) async fn edges(State(state): State<AppState>) -> Response {
+    let edges: Vec<serde_json::Value> = state
+        .edges
+        .healthy(Instant::now())
+        .into_iter()
+        .map(|(id, url, viewers)| serde_json::json!({"id": id, "url": url, "viewers": viewers}))
+        .collect();
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        serde_json::json!({ "edges": edges }).to_string(),
+    )
+        .into_response()
+}
