@@ -7,6 +7,10 @@
 //!   ▼                       ▼                 ▼
 //!  HIT (body may still   COALESCED (await   MISS (insert Pending, this request's task
 //!  be streaming in)      the same fetch)     fetches; waiters share the result)
+//!                                             │ origin fails or is too slow (playlists)
+//!                                             ▼
+//!                                           STALE (the last good copy of that playlist,
+//!                                           kept per path by `keep_good`; never media)
 //! ```
 //! A fetch publishes an [`Entry`] as soon as the upstream *headers* arrive; its [`Body`] keeps
 //! growing while the upstream streams, and every reader streams from it, so a part that is
@@ -15,6 +19,7 @@
 //! fetch and are then forgotten. Memory is bounded by an LRU over complete entries.
 //! Time is passed in (`now`), so expiry is testable without sleeping.
 
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -168,6 +173,35 @@ pub struct MissTicket {
     pending: Arc<Pending>,
 }
 
+/// The last good copy of a playlist (per path, directives ignored): what the Stale state
+/// serves when the origin fails or is slow.
+#[derive(Debug, Clone)]
+pub struct Good {
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    /// EXT-X-TARGETDURATION of that playlist: a blocking request may legitimately be held by
+    /// the origin for up to 3 × this.
+    pub target_duration: Option<u64>,
+}
+
+impl Good {
+    pub fn new(headers: Vec<(String, String)>, body: Bytes) -> Good {
+        let target_duration = std::str::from_utf8(&body).ok().and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("#EXT-X-TARGETDURATION:"))
+                .and_then(|v| v.trim().parse().ok())
+        });
+        Good {
+            headers,
+            body,
+            target_duration,
+        }
+    }
+}
+
+/// Playlists whose last good copy is kept (bounded: made-up paths never get a 200).
+const MAX_GOOD: usize = 4096;
+
 /// Counters for the cache's phases (prometheus counters: atomics the binary can register).
 #[derive(Debug, Clone)]
 pub struct CacheStats {
@@ -211,6 +245,7 @@ pub struct Cache {
     slots: Mutex<HashMap<String, Slot>>,
     max_bytes: usize,
     tick: AtomicU64,
+    good: Mutex<HashMap<String, Good>>,
     pub stats: CacheStats,
 }
 
@@ -220,6 +255,7 @@ impl Cache {
             slots: Mutex::new(HashMap::new()),
             max_bytes,
             tick: AtomicU64::new(0),
+            good: Mutex::new(HashMap::new()),
             stats: CacheStats::default(),
         }
     }
@@ -283,6 +319,30 @@ impl Cache {
     }
 
     /// Bytes held by ready entries.
+    /// Remembers a playlist the origin answered 200 for, as the Stale fallback of `path`.
+    pub fn keep_good(&self, path: &str, good: Good) {
+        let mut g = self.good.lock().unwrap_or_else(|e| e.into_inner());
+        if g.len() < MAX_GOOD || g.contains_key(path) {
+            g.insert(path.to_owned(), good);
+        }
+    }
+
+    /// Enters the Stale state for `path`: its last good copy, counted, if there is one.
+    pub fn stale(&self, path: &str) -> Option<Good> {
+        let g = self.good.lock().unwrap_or_else(|e| e.into_inner());
+        let good = g.get(path).cloned();
+        if good.is_some() {
+            self.stats.stale.inc();
+        }
+        good
+    }
+
+    /// The target duration of `path`'s last good copy.
+    pub fn good_target_duration(&self, path: &str) -> Option<u64> {
+        let g = self.good.lock().unwrap_or_else(|e| e.into_inner());
+        g.get(path).and_then(|g| g.target_duration)
+    }
+
     pub fn bytes(&self) -> usize {
         self.lock()
             .values()
@@ -345,7 +405,6 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use futures_util::StreamExt;
 
     fn entry(cc: &str, body: &'static [u8], now: Instant) -> Arc<Entry> {
@@ -484,5 +543,22 @@ mod tests {
         let items: Vec<_> = b.reader(Duration::from_secs(1)).collect().await;
         assert!(items[0].is_ok());
         assert!(items[1].is_err());
+    }
+
+    #[test]
+    fn stale_serves_the_last_good_copy_and_counts() {
+        let c = Cache::new(1 << 20);
+        assert!(c.stale("/live/a/source/index.m3u8").is_none());
+        assert_eq!(c.stats.stale.get(), 0, "no copy, no stale serve");
+        let text = Bytes::from_static(b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n");
+        c.keep_good(
+            "/live/a/source/index.m3u8",
+            Good::new(Vec::new(), text.clone()),
+        );
+        let g = c.stale("/live/a/source/index.m3u8").unwrap();
+        assert_eq!(g.body, text);
+        assert_eq!(g.target_duration, Some(1));
+        assert_eq!(c.good_target_duration("/live/a/source/index.m3u8"), Some(1));
+        assert_eq!(c.stats.stale.get(), 1);
     }
 }

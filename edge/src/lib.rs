@@ -20,9 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
-use cache::{Body, Cache, Entry, FetchResult, Lookup, MissTicket, Phase};
+use cache::{Body, Cache, Entry, FetchResult, Good, Lookup, MissTicket, Phase};
 use media::viewers::{session_from_query, tag_multivariant, Report, ViewerCounter};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -69,23 +68,6 @@ impl EdgeConfig {
     }
 }
 
-/// A last good playlist, for stale-if-error.
-#[derive(Debug, Clone)]
-struct Good {
-    headers: Vec<(String, String)>,
-    body: Bytes,
-    /// EXT-X-TARGETDURATION of that playlist: a blocking request may legitimately be held by
-    /// the origin for up to 3 × this.
-    target_duration: Option<u64>,
-}
-
-fn target_duration(playlist: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(playlist).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("#EXT-X-TARGETDURATION:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 #[derive(Clone)]
 pub struct Edge {
     inner: Arc<Inner>,
@@ -97,11 +79,14 @@ struct Inner {
     client: reqwest::Client,
     stats: EdgeMetrics,
     viewers: Mutex<ViewerCounter>,
-    last_good: Mutex<HashMap<String, Good>>,
     /// Until when the origin counts as troubled (a failed or timed-out request or report).
     /// While it does, a 5xx on a playlist is answered from the last good copy instead.
     trouble_until: Mutex<Option<Instant>>,
 }
+
+/// `Access-Control-Expose-Headers` on every response (the origin's CORS policy, stated even
+/// to requests without an `Origin` header so caches in front of us keep it).
+const EXPOSED: &str = "age, etag, x-cache, x-ferrocast-session, x-ferrocast-stale";
 
 /// Headers passed from the origin to viewers.
 const PASS_HEADERS: [&str; 5] = [
@@ -125,7 +110,6 @@ impl Edge {
                 viewers: Mutex::new(ViewerCounter::new(config.viewer_window)),
                 client,
                 stats: EdgeMetrics::default(),
-                last_good: Mutex::new(HashMap::new()),
                 trouble_until: Mutex::new(None),
                 config,
             }),
@@ -396,7 +380,7 @@ fn respond(edge: &Edge, entry: &Entry, phase: Phase) -> Response {
     );
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("age, etag, x-cache, x-ferrocast-session, x-ferrocast-stale"),
+        HeaderValue::from_static(EXPOSED),
     );
     let status = StatusCode::from_u16(entry.status).unwrap_or(StatusCode::BAD_GATEWAY);
     if let Some(mut chunks) = entry.body.complete_chunks() {
@@ -416,8 +400,7 @@ fn respond(edge: &Edge, entry: &Entry, phase: Phase) -> Response {
     (status, h, body).into_response()
 }
 
-fn stale(edge: &Edge, good: &Good) -> Response {
-    edge.inner.cache.stats.stale.inc();
+fn stale(good: &Good) -> Response {
     debug!(phase = "stale", "edge response");
     let mut h = HeaderMap::new();
     for (k, v) in &good.headers {
@@ -460,11 +443,8 @@ async fn live(State(edge): State<Edge>, uri: axum::http::Uri, req_headers: Heade
         // only a silence longer than that means trouble.
         let td = edge
             .inner
-            .last_good
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&good_key)
-            .and_then(|g| g.target_duration)
+            .cache
+            .good_target_duration(&good_key)
             .unwrap_or(2);
         Duration::from_secs(3 * td) + edge.inner.config.stale_after.min(Duration::from_secs(1))
     } else {
@@ -494,17 +474,10 @@ async fn live(State(edge): State<Edge>, uri: axum::http::Uri, req_headers: Heade
         other => {
             // The origin failed, timed out, or is still busy: a playlist falls back to the last
             // good copy; media never does (we do not invent segments).
-            let good = edge
-                .inner
-                .last_good
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&good_key)
-                .cloned();
             if playlist {
-                if let Some(g) = good {
+                if let Some(g) = edge.inner.cache.stale(&good_key) {
                     debug!(%key, "serving stale playlist");
-                    return stale(&edge, &g);
+                    return stale(&g);
                 }
             }
             // No fallback: keep waiting for the origin (media), then give up.
@@ -535,21 +508,9 @@ async fn live(State(edge): State<Edge>, uri: axum::http::Uri, req_headers: Heade
     }
     if playlist && entry.status == 200 {
         if let Some(bytes) = entry.body.bytes() {
-            let mut lg = edge
-                .inner
-                .last_good
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if lg.len() < 4096 || lg.contains_key(&good_key) {
-                lg.insert(
-                    good_key,
-                    Good {
-                        headers: entry.headers.clone(),
-                        target_duration: target_duration(&bytes),
-                        body: bytes,
-                    },
-                );
-            }
+            edge.inner
+                .cache
+                .keep_good(&good_key, Good::new(entry.headers.clone(), bytes));
         }
     }
     if is_multivariant(path) && entry.status == 200 {
