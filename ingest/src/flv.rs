@@ -122,8 +122,8 @@ impl FlvDemuxer {
                 let dts = self.video_clock.unwrap(u64::from(timestamp_ms)) * 90;
                 Ok(Some(FlvEvent::Frame(Frame {
                     track: Track::Video,
-                    dts,
-                    pts: dts + i64::from(cts) * 90,
+                    dts: media::video_ts(dts),
+                    pts: media::video_ts(dts + i64::from(cts) * 90),
                     keyframe: frame_type == 1,
                     data: payload,
                 })))
@@ -171,6 +171,7 @@ impl FlvDemuxer {
             _ => from_clock,
         };
         self.next_audio_dts = Some(dts + frame);
+        let dts = media::Timestamp::new(dts, config.sample_rate);
         Ok(Some(FlvEvent::Frame(Frame {
             track: Track::Audio,
             pts: dts,
@@ -261,9 +262,13 @@ mod tests {
                 }
                 Some(FlvEvent::Frame(f)) => {
                     if let Some(prev) = last_audio {
-                        assert_eq!(f.dts - prev, 1024, "audio dts steps by one AAC frame");
+                        assert_eq!(
+                            f.dts.ticks() - prev,
+                            1024,
+                            "audio dts steps by one AAC frame"
+                        );
                     }
-                    last_audio = Some(f.dts);
+                    last_audio = Some(f.dts.ticks());
                     audio += 1;
                 }
                 None => {}
@@ -328,11 +333,11 @@ mod tests {
         d.video(u32::MAX - 40, &header).unwrap();
         let frame = Bytes::from_static(&[0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41]);
         let a = match d.video(u32::MAX - 10, &frame).unwrap() {
-            Some(FlvEvent::Frame(f)) => f.dts,
+            Some(FlvEvent::Frame(f)) => f.dts.ticks(),
             other => panic!("{other:?}"),
         };
         let b = match d.video(23, &frame).unwrap() {
-            Some(FlvEvent::Frame(f)) => f.dts,
+            Some(FlvEvent::Frame(f)) => f.dts.ticks(),
             other => panic!("{other:?}"),
         };
         assert_eq!(b - a, 34 * 90);

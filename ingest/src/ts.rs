@@ -196,7 +196,7 @@ impl TsDemuxer {
         }
         let video_span = {
             let mut v = self.held.iter().filter_map(|e| match e {
-                TsEvent::Frame(f) if f.track == Track::Video => Some(f.dts),
+                TsEvent::Frame(f) if f.track == Track::Video => Some(f.dts.ticks()),
                 _ => None,
             });
             let first = v.next();
@@ -406,8 +406,8 @@ impl TsDemuxer {
         });
         out.push(TsEvent::Frame(Frame {
             track: Track::Video,
-            pts,
-            dts: dts.min(pts),
+            pts: media::video_ts(pts),
+            dts: media::video_ts(dts.min(pts)),
             keyframe,
             data: sample.freeze(),
         }));
@@ -455,6 +455,7 @@ impl TsDemuxer {
                 _ => from_clock,
             };
             self.next_audio = Some(dts + 1024);
+            let dts = media::Timestamp::new(dts, config.sample_rate);
             out.push(TsEvent::Frame(Frame {
                 track: Track::Audio,
                 pts: dts,
@@ -561,7 +562,9 @@ mod tests {
             })
             .collect();
         assert!(audio.len() >= 40, "{}", audio.len());
-        assert!(audio.windows(2).all(|w| w[1].dts - w[0].dts == 1024));
+        assert!(audio
+            .windows(2)
+            .all(|w| w[1].dts.ticks() - w[0].dts.ticks() == 1024));
         let configs: Vec<_> = reference
             .iter()
             .filter_map(|e| match e {

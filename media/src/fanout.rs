@@ -410,6 +410,7 @@ mod tests {
     use bytes::Bytes;
 
     fn frame(track: Track, keyframe: bool, pts: i64) -> StreamEventKind {
+        let pts = crate::Timestamp::new(pts, 90_000);
         StreamEventKind::Frame(Frame {
             track,
             pts,
@@ -475,6 +476,7 @@ mod tests {
         assert_eq!(lagged, slow.lags());
         assert_eq!(metrics.lagged.with_label_values(&["demo", "fast"]).get(), 0);
         // The slow consumer sees the snapshot (publisher + config), then a video keyframe.
+        f.send(ev(1, frame(Track::Video, true, 100 * 3000)));
         let got = drain(&mut slow);
         assert!(matches!(
             got[0].kind,
@@ -503,7 +505,7 @@ mod tests {
             got[1].kind,
             StreamEventKind::Config(CodecConfig::Avc(_))
         ));
-        assert!(matches!(&got[2].kind, StreamEventKind::Frame(fr) if fr.pts == 6000));
+        assert!(matches!(&got[2].kind, StreamEventKind::Frame(fr) if fr.pts.ticks() == 6000));
         assert!(f.configs().0.is_some());
     }
 

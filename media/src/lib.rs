@@ -17,13 +17,18 @@ pub mod viewers;
 
 pub use aac::AacConfig;
 pub use avc::{AvcConfig, SpsInfo};
-pub use time::{format_rfc3339_millis, Unwrapper};
+pub use time::{format_rfc3339_millis, Timestamp, Unwrapper};
 
 use bytes::Bytes;
 use std::fmt;
 
 /// Timescale of every video timestamp in Ferrocast (ticks per second).
 pub const VIDEO_TIMESCALE: u32 = 90_000;
+
+/// A video timestamp (90 kHz ticks).
+pub const fn video_ts(ticks: i64) -> Timestamp {
+    Timestamp::new(ticks, VIDEO_TIMESCALE)
+}
 
 /// Which elementary stream a frame belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,16 +37,16 @@ pub enum Track {
     Audio,
 }
 
-/// One access unit. Video timestamps are in [`VIDEO_TIMESCALE`]; audio timestamps are in the
-/// audio sample rate of the track's [`AacConfig`]. Timestamps are already unwrapped to 64 bits.
+/// One access unit. Its timestamps carry their timescale: [`VIDEO_TIMESCALE`] for video, the
+/// sample rate of the track's [`AacConfig`] for audio; already unwrapped to 64 bits.
 ///
 /// Video `data` is an AVC sample in length-prefixed form (as in `avcC`/MP4, with the NAL length
 /// size of the track's [`AvcConfig`]); audio `data` is one raw AAC frame (no ADTS header).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Frame {
     pub track: Track,
-    pub pts: i64,
-    pub dts: i64,
+    pub pts: Timestamp,
+    pub dts: Timestamp,
     pub keyframe: bool,
     pub data: Bytes,
 }

@@ -1,6 +1,78 @@
-//! Timestamp unwrapping and wall-clock formatting.
+//! Media timestamps that carry their timescale, unwrapping of wrapping counters, and
+//! wall-clock formatting.
 
+use std::cmp::Ordering;
+use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A media timestamp: `ticks` of a `timescale` (ticks per second), already unwrapped to 64
+/// bits. Video runs at [`crate::VIDEO_TIMESCALE`], AAC audio at its sample rate; the value says
+/// which, so code never has to remember what a bare number meant for a given track.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Timestamp {
+    ticks: i64,
+    timescale: u32,
+}
+
+impl Timestamp {
+    /// `timescale` 0 is taken as 1 (a timescale is never zero).
+    pub const fn new(ticks: i64, timescale: u32) -> Timestamp {
+        Timestamp {
+            ticks,
+            timescale: if timescale == 0 { 1 } else { timescale },
+        }
+    }
+
+    pub const fn ticks(self) -> i64 {
+        self.ticks
+    }
+
+    pub const fn timescale(self) -> u32 {
+        self.timescale
+    }
+
+    /// This time in another timescale (rounded to the nearest tick).
+    pub fn rescale(self, timescale: u32) -> i64 {
+        let to = i128::from(timescale.max(1));
+        let from = i128::from(self.timescale);
+        let v = i128::from(self.ticks) * to;
+        let rounded = (v + v.signum() * from / 2) / from;
+        i64::try_from(rounded).unwrap_or(if rounded < 0 { i64::MIN } else { i64::MAX })
+    }
+
+    pub fn as_secs_f64(self) -> f64 {
+        self.ticks as f64 / f64::from(self.timescale)
+    }
+
+    /// The same timescale, `ticks` later (earlier if negative).
+    pub const fn add_ticks(self, ticks: i64) -> Timestamp {
+        Timestamp {
+            ticks: self.ticks.saturating_add(ticks),
+            timescale: self.timescale,
+        }
+    }
+}
+
+impl PartialOrd for Timestamp {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Timestamp {
+    /// Compares instants, whatever their timescales.
+    fn cmp(&self, other: &Self) -> Ordering {
+        let a = i128::from(self.ticks) * i128::from(other.timescale);
+        let b = i128::from(other.ticks) * i128::from(self.timescale);
+        a.cmp(&b)
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.ticks, self.timescale)
+    }
+}
 
 /// Unwraps an N-bit wrapping counter (RTMP: 32-bit milliseconds; MPEG-TS: 33-bit 90 kHz) into a
 /// monotonic-enough `i64`. A step backwards of less than half the range is taken as a real step
@@ -67,6 +139,21 @@ pub fn format_rfc3339_millis(t: SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn timestamps_know_their_timescale() {
+        let v = Timestamp::new(90_000, 90_000);
+        let a = Timestamp::new(48_000, 48_000);
+        assert_eq!(v.cmp(&a), Ordering::Equal);
+        assert_eq!(a.rescale(90_000), 90_000);
+        assert_eq!(Timestamp::new(1024, 48_000).rescale(90_000), 1920);
+        assert_eq!(Timestamp::new(-1, 3).rescale(90_000), -30_000);
+        assert!(Timestamp::new(1, 44_100) < Timestamp::new(3, 90_000));
+        assert_eq!(v.add_ticks(3000).ticks(), 93_000);
+        assert_eq!(Timestamp::new(5, 0).timescale(), 1);
+        assert_eq!(format!("{v:?}"), "90000/90000");
+        assert!((a.as_secs_f64() - 1.0).abs() < 1e-12);
+    }
 
     #[test]
     fn rtmp_32bit_wrap() {

@@ -274,7 +274,7 @@ impl Packager {
                 if !f.keyframe {
                     return; // wait for a keyframe to (re)start
                 }
-                let o = self.timeline_end - f.dts;
+                let o = self.timeline_end - f.dts.ticks();
                 self.offset = Some(o);
                 if let Some(a) = &self.audio {
                     self.audio_offset = o * i64::from(a.sample_rate) / TICKS;
@@ -299,8 +299,8 @@ impl Packager {
                 o
             }
         };
-        let mut d = f.dts + offset;
-        let pts = f.pts + offset;
+        let mut d = f.dts.ticks() + offset;
+        let pts = f.pts.ticks() + offset;
         if let Some(last) = self.last_video {
             if d <= last {
                 d = last + 1; // never step back
@@ -398,7 +398,7 @@ impl Packager {
         // Between parts (or between a segment closed early and its successor's keyframe) audio
         // waits here and goes out with the next video frame's chunk.
         let frame = i64::from(cfg.samples_per_frame());
-        let mut d = f.dts + self.audio_offset;
+        let mut d = f.dts.ticks() + self.audio_offset;
         if let Some(end) = self.audio_end {
             if d < end - frame / 2 {
                 return; // overlaps what was already sent
@@ -530,8 +530,8 @@ mod tests {
     fn video(ms: i64, key: bool) -> K {
         K::Frame(Frame {
             track: Track::Video,
-            dts: ms * 90,
-            pts: ms * 90 + 6000,
+            dts: media::video_ts(ms * 90),
+            pts: media::video_ts(ms * 90 + 6000),
             keyframe: key,
             data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
         })
@@ -540,8 +540,8 @@ mod tests {
     fn audio(samples: i64) -> K {
         K::Frame(Frame {
             track: Track::Audio,
-            dts: samples,
-            pts: samples,
+            dts: media::Timestamp::new(samples, 48_000),
+            pts: media::Timestamp::new(samples, 48_000),
             keyframe: true,
             data: Bytes::from_static(&[0x21, 0x00]),
         })

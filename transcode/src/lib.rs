@@ -80,8 +80,8 @@ mod tests {
         }));
         src.send(ev(StreamEventKind::Frame(media::Frame {
             track: media::Track::Audio,
-            pts: 7,
-            dts: 7,
+            pts: media::Timestamp::new(7, 48_000),
+            dts: media::Timestamp::new(7, 48_000),
             keyframe: true,
             data: bytes::Bytes::from_static(b"a"),
         })));
@@ -91,7 +91,7 @@ mod tests {
             got.push(e);
         }
         assert_eq!(got.len(), 2);
-        assert!(matches!(&got[1].kind, StreamEventKind::Frame(f) if f.pts == 7));
+        assert!(matches!(&got[1].kind, StreamEventKind::Frame(f) if f.pts.ticks() == 7));
         assert_eq!(feed.id, "copy");
     }
 }
