@@ -28,7 +28,7 @@ fn gauge(name: &str, help: &str) -> IntGauge {
 
 impl Default for EdgeMetrics {
     fn default() -> Self {
-        EdgeMetrics {
+        let m = EdgeMetrics {
             upstream_requests: counter(
                 "ferrocast_edge_upstream_requests_total",
                 "Requests the edge sent to the origin.",
@@ -66,7 +66,10 @@ impl Default for EdgeMetrics {
                 &["stream", "rendition"],
             )
             .unwrap_or_else(|e| panic!("viewers: {e}")),
-        }
+        };
+        m.reports.with_label_values(&["ok"]);
+        m.reports.with_label_values(&["failed"]);
+        m
     }
 }
 

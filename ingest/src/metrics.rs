@@ -30,7 +30,7 @@ fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
 
 impl Default for IngestMetrics {
     fn default() -> Self {
-        IngestMetrics {
+        let m = IngestMetrics {
             publishes: counter_vec(
                 "ferrocast_publishes_total",
                 "Publish attempts by result.",
@@ -52,7 +52,11 @@ impl Default for IngestMetrics {
                 &["stream", "track"],
             ),
             fanout: FanoutMetrics::new(),
-        }
+        };
+        // Both results exist from the start (a 0 is information; a missing series is not).
+        m.publishes.with_label_values(&["accepted"]);
+        m.publishes.with_label_values(&["refused"]);
+        m
     }
 }
 
