@@ -1,27 +1,23 @@
-//! The LL-HLS player: the async driver around the pure pieces ([`crate::playlist`],
-//! [`crate::playback`], [`crate::abr`], [`crate::mp4`]) and, optionally, a real decoder
-//! ([`crate::decode`]) that reads the visual clock code for glass-to-glass latency.
+//! The player's async driver: it executes the decisions of [`super::plan`] against a server —
+//! HTTP via reqwest (playlists, init segments, parts, segments, preload hints, probes), tokio
+//! for timing and for running a blocking reload beside the hinted part — and feeds what
+//! arrives to the playback model ([`crate::playback`]), ABR samples ([`crate::abr`]) and,
+//! optionally, a real decoder ([`crate::decode`]) whose frames it maps onto the timeline to
+//! measure glass-to-glass latency into the [`Report`]. Entry point: [`play`].
 //!
-//! How it plays, as Apple's LL-HLS client rules ask:
-//! - A multivariant playlist picks the starting variant (the best one under `start_bandwidth`);
-//!   a media playlist URL plays that one rendition.
-//! - It starts `PART-HOLD-BACK` behind the live edge, on an independent part, and fetches
-//!   whole segments when more than a segment behind, parts near the edge.
-//! - At the edge it never polls: a blocking reload (`_HLS_msn`/`_HLS_part`, with `_HLS_skip=YES`
-//!   delta updates when the server offers them) runs side by side with a fetch of the
-//!   preload-hinted part, which the server streams as it is produced.
-//! - Switches go through the rendition report of the target (a blocking request for its last
-//!   part, so the new playlist is at least as fresh) and align by program date-time, falling
-//!   back to media sequence numbers; ordinary switches wait for a segment boundary.
-//! - A rendition that 404s is set aside and playback fails over; only a stream that gives
-//!   nothing playable for `fatal_after` is a fatal error.
+//! It does not decide what to fetch next (where to start, parts or segments, which reload
+//! directives, when a switch is due, where a switch lands, when to probe): that is the pure
+//! planner's. It does not own the report's shape or summary ([`super::report`]).
 
-use crate::abr::{Abr, AbrConfig, Switch, SwitchReason};
+use super::plan::{self, MediaFetch, Planner, Policy, Reload, Step};
+use super::report::{Report, SwitchRecord};
+use crate::abr::{Abr, AbrConfig, Switch};
 use crate::decode::{DecodedFrame, Decoder};
 use crate::mp4::{self, VideoTrack};
 use crate::playback::Playback;
 use crate::playlist::{MediaPlaylist, MultivariantPlaylist, Variant};
 use reqwest::Url;
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How the player behaves.
@@ -66,163 +62,6 @@ impl Default for PlayerConfig {
             session_id: None,
             progress: None,
         }
-    }
-}
-
-/// A rendition switch, as reported.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SwitchRecord {
-    /// Seconds since the player started.
-    pub at: f64,
-    pub from: String,
-    pub to: String,
-    pub reason: SwitchReason,
-    pub estimate_bps: f64,
-    pub buffer: f64,
-}
-
-/// Requests made, by kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Requests {
-    pub multivariant: u64,
-    pub playlists: u64,
-    pub blocking_playlists: u64,
-    pub delta_playlists: u64,
-    pub inits: u64,
-    pub parts: u64,
-    pub hinted_parts: u64,
-    pub segments: u64,
-    pub probes: u64,
-}
-
-/// What a player saw.
-#[derive(Debug, Clone, Default)]
-pub struct Report {
-    pub seconds: f64,
-    /// Time from start to the first frame shown.
-    pub ttff: Option<Duration>,
-    /// Durations of stalls (seconds), including one in progress at the end.
-    pub stalls: Vec<f64>,
-    pub switches: Vec<SwitchRecord>,
-    pub requests: Requests,
-    pub bytes: u64,
-    pub errors: Vec<String>,
-    /// Why playback gave up, if it did.
-    pub fatal: Option<String>,
-    /// The stream ended (`EXT-X-ENDLIST`) before the duration was up.
-    pub ended: bool,
-    pub discontinuities: u64,
-    /// Capture → shown latency of each decoded frame whose clock code was read (ms).
-    pub visual_latency_ms: Vec<i64>,
-    /// Program date-time → shown latency at the start of each part or segment (ms).
-    pub pdt_latency_ms: Vec<i64>,
-    /// Per frame: visual minus PDT latency (ms): what the encoder and ingest added before the
-    /// server stamped the media.
-    pub visual_minus_pdt_ms: Vec<i64>,
-    pub frames: u64,
-    pub unreadable_frames: u64,
-    /// Time spent on each variant (URI, seconds).
-    pub variant_seconds: Vec<(String, f64)>,
-    /// Every decoded frame read, for tests: (capture ms, shown Unix ms).
-    pub shown_frames: Vec<(u64, i64)>,
-}
-
-/// A percentile of `v` (nearest rank), `None` if empty.
-pub fn percentile<T: Copy + Ord>(v: &[T], p: f64) -> Option<T> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut v = v.to_vec();
-    v.sort_unstable();
-    let i = ((v.len() - 1) as f64 * p.clamp(0.0, 1.0)).round() as usize;
-    v.get(i).copied()
-}
-
-impl Report {
-    pub fn stall_secs(&self) -> f64 {
-        // (A float `sum()` of nothing is -0.0.)
-        self.stalls.iter().fold(0.0, |a, b| a + b)
-    }
-
-    pub fn to_json(&self) -> serde_json::Value {
-        let lat = |v: &[i64]| {
-            serde_json::json!({
-                "samples": v.len(),
-                "p50": percentile(v, 0.5),
-                "p95": percentile(v, 0.95),
-                "max": percentile(v, 1.0),
-            })
-        };
-        serde_json::json!({
-            "seconds": self.seconds,
-            "ttff_ms": self.ttff.map(|d| d.as_millis() as u64),
-            "latency_ms": lat(&self.visual_latency_ms),
-            "pdt_latency_ms": lat(&self.pdt_latency_ms),
-            "visual_minus_pdt_ms": lat(&self.visual_minus_pdt_ms),
-            "frames": self.frames,
-            "unreadable_frames": self.unreadable_frames,
-            "stalls": {"count": self.stalls.len(), "total_s": self.stall_secs()},
-            "switches": self.switches.iter().map(|s| serde_json::json!({
-                "at_s": s.at, "from": s.from, "to": s.to, "reason": s.reason.as_str(),
-                "estimate_bps": s.estimate_bps.round(), "buffer_s": s.buffer,
-            })).collect::<Vec<_>>(),
-            "variant_seconds": self.variant_seconds.iter()
-                .map(|(v, s)| serde_json::json!({"variant": v, "seconds": s}))
-                .collect::<Vec<_>>(),
-            "requests": {
-                "multivariant": self.requests.multivariant,
-                "playlists": self.requests.playlists,
-                "blocking_playlists": self.requests.blocking_playlists,
-                "delta_playlists": self.requests.delta_playlists,
-                "inits": self.requests.inits,
-                "parts": self.requests.parts,
-                "hinted_parts": self.requests.hinted_parts,
-                "segments": self.requests.segments,
-                "probes": self.requests.probes,
-            },
-            "bytes": self.bytes,
-            "discontinuities": self.discontinuities,
-            "errors": self.errors.len(),
-            "first_errors": self.errors.iter().take(5).collect::<Vec<_>>(),
-            "fatal": self.fatal,
-            "ended": self.ended,
-        })
-    }
-
-    /// One human-readable paragraph.
-    pub fn summary(&self) -> String {
-        let ms = |v: &[i64], p| percentile(v, p).map_or("-".to_owned(), |x| format!("{x}"));
-        let mut s = format!(
-            "watched {:.1}s: first frame after {}, glass-to-glass p50 {} / p95 {} / max {} ms \
-             ({} frames, {} unreadable), PDT latency p50 {} / p95 {} ms; {} stalls ({:.2}s); \
-             {} switches; {} parts ({} hinted), {} segments, {} playlists ({} blocking, {} delta); \
-             {:.1} MB; {} errors",
-            self.seconds,
-            self.ttff
-                .map_or("-".into(), |d| format!("{} ms", d.as_millis())),
-            ms(&self.visual_latency_ms, 0.5),
-            ms(&self.visual_latency_ms, 0.95),
-            ms(&self.visual_latency_ms, 1.0),
-            self.frames,
-            self.unreadable_frames,
-            ms(&self.pdt_latency_ms, 0.5),
-            ms(&self.pdt_latency_ms, 0.95),
-            self.stalls.len(),
-            self.stall_secs(),
-            self.switches.len(),
-            self.requests.parts + self.requests.hinted_parts,
-            self.requests.hinted_parts,
-            self.requests.segments,
-            self.requests.playlists,
-            self.requests.blocking_playlists,
-            self.requests.delta_playlists,
-            self.bytes as f64 / 1e6,
-            self.errors.len()
-        );
-        if let Some(f) = &self.fatal {
-            s.push_str(&format!("; FATAL: {f}"));
-        }
-        s
     }
 }
 
@@ -332,19 +171,15 @@ struct Player {
     playback: Playback,
     report: Report,
     cur: Option<Current>,
-    next: (u64, usize),
+    /// Position and decision state: what to fetch next is decided there.
+    plan: Planner,
     decoder: Option<Decoder>,
     decoder_gen: u64,
     /// The decoder generation's ffmpeg pts minus media time, set by its first frame.
     pts_offset: Option<f64>,
     appended: Vec<Appended>,
     pending: Vec<Pending>,
-    pending_switch: Option<Switch>,
-    /// After a switch: media before this PDT is already buffered (trim the overlap).
-    trim_until_pdt: Option<i64>,
-    end_pdt_ms: Option<i64>,
     last_progress: Instant,
-    last_probe: f64,
     variant_since: f64,
 }
 
@@ -631,16 +466,8 @@ impl Player {
             .and_then(|t| mp4::video_run(&body, t).ok().flatten())
             .map(|r| r.start_secs);
         // After a switch, skip what the previous variant already buffered.
-        let mut add = secs;
-        let mut skip_into = 0.0;
-        if let (Some(trim), Some(p)) = (self.trim_until_pdt, pdt) {
-            let overlap = ((trim - p) as f64 / 1000.0).clamp(0.0, secs);
-            add -= overlap;
-            skip_into = overlap;
-            if p + (secs * 1000.0) as i64 >= trim {
-                self.trim_until_pdt = None;
-            }
-        }
+        let skip_into = self.plan.overlap(pdt, secs);
+        let add = secs - skip_into;
         let now = self.now();
         let timeline = self.playback.buffered_end() - skip_into;
         tracing::debug!(
@@ -673,7 +500,7 @@ impl Player {
                     frame: false,
                 });
             }
-            self.end_pdt_ms = Some(p + (secs * 1000.0) as i64);
+            self.plan.end_pdt_ms = Some(p + (secs * 1000.0) as i64);
         }
         self.playback.append(now, add, at_edge);
         self.note_start();
@@ -691,80 +518,6 @@ impl Player {
                 self.report.ttff = Some(Duration::from_secs_f64(t));
             }
         }
-    }
-
-    /// Where to start in the current playlist: `PART-HOLD-BACK` behind the last listed part,
-    /// on an independent part (or three target durations back without parts).
-    fn start_point(pl: &MediaPlaylist) -> Option<((u64, usize), f64)> {
-        let parts: Vec<(u64, usize, f64, bool)> = pl
-            .segments
-            .iter()
-            .flat_map(|s| {
-                s.parts
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, p)| (s.msn, i, p.duration, p.independent))
-            })
-            .collect();
-        if !parts.is_empty() {
-            let hold = if pl.part_hold_back > 0.0 {
-                pl.part_hold_back
-            } else {
-                3.0 * pl.part_target
-            };
-            let mut behind = 0.0;
-            let mut i = parts.len();
-            while i > 0 && behind < hold - 1e-6 {
-                i -= 1;
-                behind += parts[i].2;
-            }
-            // Fetch from an independent part at or before, and seek past what lies before
-            // the hold-back point (decoded, not shown).
-            let start = (0..=i).rev().find(|&k| parts[k].3).unwrap_or(i);
-            let seek: f64 = parts[start..i].iter().map(|p| p.2).sum();
-            return Some(((parts[start].0, parts[start].1), seek));
-        }
-        let complete: Vec<u64> = pl
-            .segments
-            .iter()
-            .filter(|s| s.uri.is_some())
-            .map(|s| s.msn)
-            .collect();
-        let back = complete.len().saturating_sub(3);
-        complete.get(back).map(|&m| ((m, 0), 0.0))
-    }
-
-    /// The first part to fetch in a new variant's playlist after a switch: the last independent
-    /// part that starts at or before the buffered end (by PDT), else the aligned MSN.
-    fn switch_point(&self, pl: &MediaPlaylist) -> (u64, usize) {
-        if let Some(want) = self.end_pdt_ms {
-            let mut best = None;
-            for s in &pl.segments {
-                for (i, p) in s.parts.iter().enumerate() {
-                    if !p.independent {
-                        continue;
-                    }
-                    if let Some(t) = pl.part_date_time_ms(s.msn, i) {
-                        if t <= want + 50 {
-                            best = Some((s.msn, i));
-                        }
-                    }
-                }
-                if s.parts.is_empty() && s.uri.is_some() {
-                    if let Some(t) = pl.part_date_time_ms(s.msn, 0) {
-                        if t <= want + 50 {
-                            best = Some((s.msn, 0));
-                        }
-                    }
-                }
-            }
-            if let Some(b) = best {
-                return b;
-            }
-            // The new variant is behind: wait for its next part.
-            return pl.next_part();
-        }
-        self.next
     }
 
     async fn switch(&mut self, s: Switch) -> Result<(), (u16, String)> {
@@ -798,11 +551,8 @@ impl Player {
             self.report.requests.blocking_playlists += 1;
         }
         self.load_variant(s.to, via).await?;
-        if let Some(cur) = &self.cur {
-            self.next = self.switch_point(&cur.playlist);
-        }
-        self.trim_until_pdt = self.end_pdt_ms;
-        let msn = self.next.0;
+        self.plan.switched(self.cur.as_ref().map(|c| &c.playlist));
+        let msn = self.plan.next.0;
         if let Some(c) = &mut self.cur {
             c.init_uri = None; // always a fresh decoder on a new variant
         }
@@ -817,7 +567,7 @@ impl Player {
         let mut status = status;
         // A failover target may be gone too: try each variant at most once.
         for _ in 0..self.variants.len() {
-            if !matches!(status, 404 | 410 | 403 | 500..=599) || self.variants.len() < 2 {
+            if !plan::fails_over(status) || self.variants.len() < 2 {
                 break;
             }
             let now = self.now();
@@ -851,29 +601,19 @@ impl Player {
         // Start PART-HOLD-BACK behind the edge (once most of it is in: parts are rarely
         // exactly PART-TARGET); resume after a stall with a part target's worth.
         if let Some(c) = &self.cur {
-            let pl = &c.playlist;
-            let target = if pl.part_target > 0.0 {
-                pl.part_target
-            } else {
-                pl.target_duration as f64
-            };
-            let hold = if pl.part_hold_back > 0.0 {
-                pl.part_hold_back
-            } else {
-                3.0 * target
-            };
-            self.playback = Playback::new(hold * 0.9, target);
+            let (start_buffer, resume_buffer) = plan::buffer_goals(&c.playlist);
+            self.playback = Playback::new(start_buffer, resume_buffer);
         }
         let Some((start, seek)) = self
             .cur
             .as_ref()
-            .and_then(|c| Self::start_point(&c.playlist))
+            .and_then(|c| plan::start_point(&c.playlist))
         else {
             self.report.fatal = Some("the playlist lists nothing to play".into());
             return;
         };
         self.playback.start_at(seek);
-        self.next = start;
+        self.plan.next = start;
         if let Err((_, e)) = self.ensure_init(start.0).await {
             self.report.fatal = Some(e);
             return;
@@ -891,242 +631,261 @@ impl Player {
             let now = self.now();
             let buffer = self.playback.buffer(now);
             let playing = self.playback.started_at().is_some();
-            if self.cfg.pin.is_none() && self.pending_switch.is_none() && playing {
-                self.pending_switch = self.abr.decide(now, buffer);
-            }
-            if let Some(s) = self.pending_switch {
-                let urgent = matches!(s.reason, SwitchReason::Emergency | SwitchReason::Failover);
-                if urgent || self.next.1 == 0 {
-                    self.pending_switch = None;
+            let step = self.plan.step(
+                self.cur.as_ref().map(|c| &c.playlist),
+                &mut self.abr,
+                now,
+                buffer,
+                playing,
+            );
+            let flow = match step {
+                Step::Switch(s) => {
                     if let Err((status, e)) = self.switch(s).await {
                         self.on_failure(s.to, status, e).await;
                     }
-                    continue;
+                    ControlFlow::Continue(())
                 }
-            }
-            let Some(cur) = &self.cur else { break };
-            let pl = &cur.playlist;
-            let (msn, part) = self.next;
-            if let Some(first) = pl.segments.first() {
-                if msn < first.msn {
-                    // Fell out of the window: start again near the live edge.
-                    let restart = Self::start_point(pl).map_or((first.msn, 0), |s| s.0);
+                Step::Stop => ControlFlow::Break(()),
+                Step::Rejoin {
+                    from: (msn, part),
+                    window_start,
+                    to,
+                } => {
                     self.error(format!(
-                        "fell behind the window ({msn}.{part} < {}); jumping to {}.{}",
-                        first.msn, restart.0, restart.1
+                        "fell behind the window ({msn}.{part} < {window_start}); jumping to {}.{}",
+                        to.0, to.1
                     ));
-                    self.next = restart;
-                    continue;
+                    ControlFlow::Continue(())
                 }
-            }
-            if let Some((m, p)) = pl.resolve(msn, part) {
-                if let Err((status, e)) = self.ensure_init(m).await {
-                    self.on_failure(self.playing_variant(), status, e).await;
-                    continue;
-                }
-                let Some(cur) = &self.cur else { break };
-                let pl = &cur.playlist;
-                // Whole segments when a later segment is complete too; parts near the edge.
-                let later_complete = pl.segment(m + 1).is_some_and(|s| s.uri.is_some());
-                let seg = pl.segment(m);
-                let (uri, whole) = match seg {
-                    Some(s) if p == 0 && later_complete && s.uri.is_some() => (s.uri.clone(), true),
-                    Some(s) => (s.parts.get(p).map(|x| x.uri.clone()), false),
-                    None => (None, false),
-                };
-                let Some(uri) = uri else {
-                    self.next = (m + 1, 0);
-                    continue;
-                };
-                let after = if whole { (m + 1, 0) } else { pl.after(m, p) };
-                let Ok(url) = cur.url.join(&uri) else {
-                    self.error(format!("bad URI {uri}"));
-                    self.next = after;
-                    continue;
-                };
-                match fetch(&self.client, url.as_str()).await {
-                    Ok(f) if f.status == 200 => {
-                        if whole {
-                            self.report.requests.segments += 1;
-                        } else {
-                            self.report.requests.parts += 1;
-                        }
-                        self.abr.sample(f.body.len() as u64, f.transfer);
-                        self.append(m, if whole { None } else { Some(p) }, f.body, false);
-                        self.next = after;
+                Step::Skip { msn, to } => {
+                    if !self.init_for(msn).await {
+                        ControlFlow::Continue(())
+                    } else if self.cur.is_none() {
+                        ControlFlow::Break(())
+                    } else {
+                        self.plan.next = to;
+                        ControlFlow::Continue(())
                     }
-                    Ok(f) => {
-                        let v = self.playing_variant();
-                        self.on_failure(v, f.status, format!("{url} → {}", f.status))
-                            .await
-                    }
-                    Err(e) => self.on_failure(self.playing_variant(), 0, e).await,
                 }
-                continue;
-            }
-            // Not listed yet: wait for it with a blocking reload, fetching the hinted part
-            // meanwhile.
-            if pl.endlist {
-                self.report.ended = true;
+                Step::Fetch(f) => {
+                    if self.init_for(f.msn).await {
+                        self.fetch_media(f).await
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                }
+                Step::Ended => {
+                    self.report.ended = true;
+                    ControlFlow::Break(())
+                }
+                Step::Reload(r) => self.await_edge(r).await,
+            };
+            if flow.is_break() {
                 break;
-            }
-            // The hinted part needs its init segment (after a switch, the new variant's).
-            if let Err((status, e)) = self.ensure_init(msn).await {
-                let v = self.playing_variant();
-                self.on_failure(v, status, e).await;
-                continue;
-            }
-            let now = self.now();
-            self.playback.at_live_edge(now);
-            self.note_start();
-            let Some(cur) = &self.cur else { break };
-            let pl = &cur.playlist;
-            let hint = (self.cfg.preload_hints && pl.next_part() == (msn, part))
-                .then(|| pl.preload_hint.clone())
-                .flatten()
-                .and_then(|h| cur.url.join(&h).ok());
-            let skip = self.cfg.delta_updates && pl.can_skip_until > 0.0;
-            let reload = self.blocking_url(&cur.url, msn, Some(part), skip);
-            self.report.requests.blocking_playlists += 1;
-            self.report.requests.playlists += 1;
-            if skip {
-                self.report.requests.delta_playlists += 1;
-            }
-            let probe = self.probe_url(now);
-            let client = self.client.clone();
-            let hint_fetch = async {
-                match &hint {
-                    Some(u) => Some(fetch(&client, u.as_str()).await),
-                    None => None,
-                }
-            };
-            let (reloaded, hinted, probed) =
-                tokio::join!(fetch(&self.client, reload.as_str()), hint_fetch, async {
-                    match &probe {
-                        Some(u) => Some(fetch(&client, u.as_str()).await),
-                        None => None,
-                    }
-                });
-            if let Some(Ok(f)) = probed {
-                self.report.requests.probes += 1;
-                self.report.bytes += f.body.len() as u64;
-                if f.status == 200 {
-                    self.abr.sample(f.body.len() as u64, f.transfer);
-                }
-            }
-            // The reload returns when the hinted part is complete on the server: what of the
-            // part arrived after that came as fast as the link allows.
-            if let (Ok(r), Some(Ok(h))) = (&reloaded, &hinted) {
-                if h.status == 200 {
-                    let (bytes, secs) = h.after(r.done);
-                    self.abr.sample(bytes, secs);
-                }
-            }
-            let new_pl = match reloaded {
-                Ok(f) if f.status == 200 => {
-                    self.report.bytes += f.body.len() as u64;
-                    match MediaPlaylist::parse(&String::from_utf8_lossy(&f.body)) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            let v = self.playing_variant();
-                            self.on_failure(v, 0, format!("{reload}: {e}")).await;
-                            continue;
-                        }
-                    }
-                }
-                Ok(f) => {
-                    let v = self.playing_variant();
-                    self.on_failure(v, f.status, format!("{reload} → {}", f.status))
-                        .await;
-                    continue;
-                }
-                Err(e) => {
-                    self.on_failure(self.playing_variant(), 0, e).await;
-                    continue;
-                }
-            };
-            let Some(cur) = &mut self.cur else { break };
-            let merged = match cur.playlist.apply_delta(new_pl) {
-                Ok(p) => p,
-                Err(e) => {
-                    // Refetch the whole playlist.
-                    let url = cur.url.clone();
-                    self.error(e.to_string());
-                    match self.get_playlist(&self.with_sid(&url)).await {
-                        Ok(p) => p,
-                        Err((s, e)) => {
-                            self.on_failure(self.playing_variant(), s, e).await;
-                            continue;
-                        }
-                    }
-                }
-            };
-            if let Some(cur) = &mut self.cur {
-                cur.playlist = merged;
-            }
-            match hinted {
-                Some(Ok(f)) if f.status == 200 => {
-                    self.report.requests.hinted_parts += 1;
-                    let listed = self
-                        .cur
-                        .as_ref()
-                        .and_then(|c| c.playlist.resolve(msn, part))
-                        == Some((msn, part));
-                    if listed {
-                        self.append(msn, Some(part), f.body, true);
-                        if let Some(c) = &self.cur {
-                            self.next = c.playlist.after(msn, part);
-                        }
-                    }
-                }
-                Some(Ok(f)) => self.error(format!("hinted part → {}", f.status)),
-                Some(Err(e)) => self.error(e),
-                None => {}
-            }
-            // A server that answers a blocking reload without the part asked for (one that
-            // ignores `_HLS_msn`, or a stream that ended) must not turn this into polling.
-            let answered = self
-                .cur
-                .as_ref()
-                .is_some_and(|c| c.playlist.endlist || c.playlist.resolve(msn, part).is_some());
-            if !answered {
-                let wait = self
-                    .cur
-                    .as_ref()
-                    .map_or(0.5, |c| c.playlist.part_target.clamp(0.1, 1.0));
-                tracing::debug!(msn, part, "blocking reload returned without the part");
-                tokio::time::sleep(Duration::from_secs_f64(wait)).await;
             }
         }
         self.settle();
     }
 
+    /// Makes sure the init segment the segment `msn` needs is in place before its media is
+    /// fetched: `false` if that failed (handled by [`Self::on_failure`]; go round again).
+    async fn init_for(&mut self, msn: u64) -> bool {
+        match self.ensure_init(msn).await {
+            Ok(()) => true,
+            Err((status, e)) => {
+                self.on_failure(self.playing_variant(), status, e).await;
+                false
+            }
+        }
+    }
+
+    /// Fetches a listed part or whole segment and appends it. Breaks when there is no current
+    /// variant to play.
+    async fn fetch_media(&mut self, f: MediaFetch) -> ControlFlow<()> {
+        let Some(cur) = &self.cur else {
+            return ControlFlow::Break(());
+        };
+        let MediaFetch {
+            msn: m,
+            part,
+            uri,
+            after,
+        } = f;
+        let Ok(url) = cur.url.join(&uri) else {
+            self.error(format!("bad URI {uri}"));
+            self.plan.next = after;
+            return ControlFlow::Continue(());
+        };
+        match fetch(&self.client, url.as_str()).await {
+            Ok(f) if f.status == 200 => {
+                if part.is_none() {
+                    self.report.requests.segments += 1;
+                } else {
+                    self.report.requests.parts += 1;
+                }
+                self.abr.sample(f.body.len() as u64, f.transfer);
+                self.append(m, part, f.body, false);
+                self.plan.next = after;
+            }
+            Ok(f) => {
+                let v = self.playing_variant();
+                self.on_failure(v, f.status, format!("{url} → {}", f.status))
+                    .await
+            }
+            Err(e) => self.on_failure(self.playing_variant(), 0, e).await,
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Waits at the live edge for the part `r` names: a blocking reload, side by side with a
+    /// fetch of the hinted part (and a link probe when one is due). Breaks when there is no
+    /// current variant to play.
+    async fn await_edge(&mut self, r: Reload) -> ControlFlow<()> {
+        let Reload {
+            msn,
+            part,
+            skip,
+            hint,
+        } = r;
+        // The hinted part needs its init segment (after a switch, the new variant's).
+        if let Err((status, e)) = self.ensure_init(msn).await {
+            let v = self.playing_variant();
+            self.on_failure(v, status, e).await;
+            return ControlFlow::Continue(());
+        }
+        let now = self.now();
+        self.playback.at_live_edge(now);
+        self.note_start();
+        let Some(cur) = &self.cur else {
+            return ControlFlow::Break(());
+        };
+        let hint = hint.and_then(|h| cur.url.join(&h).ok());
+        let reload = self.blocking_url(&cur.url, msn, Some(part), skip);
+        self.report.requests.blocking_playlists += 1;
+        self.report.requests.playlists += 1;
+        if skip {
+            self.report.requests.delta_playlists += 1;
+        }
+        let probe = self.probe_url(now);
+        let client = self.client.clone();
+        let hint_fetch = async {
+            match &hint {
+                Some(u) => Some(fetch(&client, u.as_str()).await),
+                None => None,
+            }
+        };
+        let (reloaded, hinted, probed) =
+            tokio::join!(fetch(&self.client, reload.as_str()), hint_fetch, async {
+                match &probe {
+                    Some(u) => Some(fetch(&client, u.as_str()).await),
+                    None => None,
+                }
+            });
+        if let Some(Ok(f)) = probed {
+            self.report.requests.probes += 1;
+            self.report.bytes += f.body.len() as u64;
+            if f.status == 200 {
+                self.abr.sample(f.body.len() as u64, f.transfer);
+            }
+        }
+        // The reload returns when the hinted part is complete on the server: what of the
+        // part arrived after that came as fast as the link allows.
+        if let (Ok(r), Some(Ok(h))) = (&reloaded, &hinted) {
+            if h.status == 200 {
+                let (bytes, secs) = h.after(r.done);
+                self.abr.sample(bytes, secs);
+            }
+        }
+        let new_pl = match reloaded {
+            Ok(f) if f.status == 200 => {
+                self.report.bytes += f.body.len() as u64;
+                match MediaPlaylist::parse(&String::from_utf8_lossy(&f.body)) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let v = self.playing_variant();
+                        self.on_failure(v, 0, format!("{reload}: {e}")).await;
+                        return ControlFlow::Continue(());
+                    }
+                }
+            }
+            Ok(f) => {
+                let v = self.playing_variant();
+                self.on_failure(v, f.status, format!("{reload} → {}", f.status))
+                    .await;
+                return ControlFlow::Continue(());
+            }
+            Err(e) => {
+                self.on_failure(self.playing_variant(), 0, e).await;
+                return ControlFlow::Continue(());
+            }
+        };
+        let Some(cur) = &mut self.cur else {
+            return ControlFlow::Break(());
+        };
+        let merged = match cur.playlist.apply_delta(new_pl) {
+            Ok(p) => p,
+            Err(e) => {
+                // Refetch the whole playlist.
+                let url = cur.url.clone();
+                self.error(e.to_string());
+                match self.get_playlist(&self.with_sid(&url)).await {
+                    Ok(p) => p,
+                    Err((s, e)) => {
+                        self.on_failure(self.playing_variant(), s, e).await;
+                        return ControlFlow::Continue(());
+                    }
+                }
+            }
+        };
+        if let Some(cur) = &mut self.cur {
+            cur.playlist = merged;
+        }
+        match hinted {
+            Some(Ok(f)) if f.status == 200 => {
+                self.report.requests.hinted_parts += 1;
+                let after = self
+                    .cur
+                    .as_ref()
+                    .and_then(|c| plan::hinted_next(&c.playlist, msn, part));
+                if let Some(after) = after {
+                    self.append(msn, Some(part), f.body, true);
+                    self.plan.next = after;
+                }
+            }
+            Some(Ok(f)) => self.error(format!("hinted part → {}", f.status)),
+            Some(Err(e)) => self.error(e),
+            None => {}
+        }
+        // A server that answers a blocking reload without the part asked for (one that
+        // ignores `_HLS_msn`, or a stream that ended) must not turn this into polling.
+        let wait = match &self.cur {
+            Some(c) => plan::reload_backoff(&c.playlist, msn, part),
+            None => Some(0.5),
+        };
+        if let Some(wait) = wait {
+            tracing::debug!(msn, part, "blocking reload returned without the part");
+            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+        }
+        ControlFlow::Continue(())
+    }
+
     /// A recent complete part to measure the link with, when a probe is due.
     fn probe_url(&mut self, now: f64) -> Option<Url> {
-        if self.cfg.pin.is_some() || !self.cfg.preload_hints || self.variants.len() < 2 {
-            return None;
-        }
         let cur = self.cur.as_ref()?;
-        let top = self.variants.iter().map(|v| v.bandwidth).max()?;
-        if self.variants[cur.variant].bandwidth >= top
-            || now - self.last_probe < self.cfg.probe_interval
-        {
-            return None;
-        }
-        self.last_probe = now;
-        let (m, p) = cur.playlist.last_part()?;
-        let uri = &cur.playlist.segment(m)?.parts.get(p)?.uri;
-        cur.url.join(uri).ok()
+        let uri = self
+            .plan
+            .probe(now, &self.variants, cur.variant, &cur.playlist)?;
+        cur.url.join(&uri).ok()
     }
 }
 
 /// The `(LAST-MSN, LAST-PART)` that `playlist` (fetched from `url`) reports for the rendition
 /// at `target`, if it carries an `EXT-X-RENDITION-REPORT` for it.
 fn report_for(url: &Url, playlist: &MediaPlaylist, target: &Url) -> Option<(u64, Option<usize>)> {
-    playlist.rendition_reports.iter().find_map(|r| {
-        let u = url.join(&r.uri).ok()?;
-        (u.path() == target.path() && u.host() == target.host() && u.port() == target.port())
-            .then_some((r.last_msn, r.last_part))
+    plan::rendition_report(playlist, |uri| {
+        url.join(uri).is_ok_and(|u| {
+            u.path() == target.path() && u.host() == target.host() && u.port() == target.port()
+        })
     })
 }
 
@@ -1190,19 +949,12 @@ pub async fn play(url: &str, cfg: PlayerConfig) -> Report {
         }
     };
     let bandwidths: Vec<u64> = variants.iter().map(|v| v.bandwidth).collect();
-    let start = match cfg.pin {
-        Some(p) => p.min(variants.len() - 1),
-        None => {
-            let mut order: Vec<usize> = (0..variants.len()).collect();
-            order.sort_by_key(|&i| bandwidths[i]);
-            order
-                .iter()
-                .rev()
-                .copied()
-                .find(|&i| bandwidths[i] as f64 <= cfg.start_bandwidth as f64 * cfg.abr.safety)
-                .or_else(|| order.first().copied())
-                .unwrap_or(0)
-        }
+    let start = plan::start_variant(&bandwidths, cfg.pin, cfg.start_bandwidth, cfg.abr.safety);
+    let policy = Policy {
+        pinned: cfg.pin.is_some(),
+        preload_hints: cfg.preload_hints,
+        delta_updates: cfg.delta_updates,
+        probe_interval: cfg.probe_interval,
     };
     let mut player = Player {
         abr: Abr::new(cfg.abr.clone(), bandwidths, start),
@@ -1215,17 +967,13 @@ pub async fn play(url: &str, cfg: PlayerConfig) -> Report {
         unix0_ms,
         report,
         cur: None,
-        next: (0, 0),
+        plan: Planner::new(policy),
         decoder: None,
         decoder_gen: 0,
         pts_offset: None,
         appended: Vec::new(),
         pending: Vec::new(),
-        pending_switch: None,
-        trim_until_pdt: None,
-        end_pdt_ms: None,
         last_progress: Instant::now(),
-        last_probe: 0.0,
         variant_since: 0.0,
     };
     player.run().await;
@@ -1255,29 +1003,6 @@ mod tests {
         MediaPlaylist::parse(text).unwrap()
     }
 
-    /// The start point is PART-HOLD-BACK behind the last part, fetched from the independent
-    /// part before it, with the media in between seeked past.
-    #[test]
-    fn starts_hold_back_behind_the_edge_on_an_independent_part() {
-        let pl = playlist(
-            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.0\n#EXT-X-PART-INF:PART-TARGET=0.333\n#EXT-X-MEDIA-SEQUENCE:5\n\
-             #EXT-X-PART:DURATION=0.5,URI=\"5.0.m4s\",INDEPENDENT=YES\n#EXT-X-PART:DURATION=0.5,URI=\"5.1.m4s\"\n#EXT-X-PART:DURATION=0.5,URI=\"5.2.m4s\"\n#EXT-X-PART:DURATION=0.5,URI=\"5.3.m4s\"\n#EXTINF:2.0,\n5.m4s\n\
-             #EXT-X-PART:DURATION=0.5,URI=\"6.0.m4s\",INDEPENDENT=YES\n#EXT-X-PART:DURATION=0.5,URI=\"6.1.m4s\"\n",
-        );
-        // 1.0 s back from the end of 6.1 is the start of 6.0, itself independent.
-        assert_eq!(Player::start_point(&pl), Some(((6, 0), 0.0)));
-        let pl = playlist(
-            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.0\n#EXT-X-PART-INF:PART-TARGET=0.333\n#EXT-X-MEDIA-SEQUENCE:5\n\
-             #EXT-X-PART:DURATION=0.5,URI=\"5.0.m4s\",INDEPENDENT=YES\n#EXT-X-PART:DURATION=0.5,URI=\"5.1.m4s\"\n#EXT-X-PART:DURATION=0.5,URI=\"5.2.m4s\"\n#EXT-X-PART:DURATION=0.5,URI=\"5.3.m4s\"\n",
-        );
-        // 1.0 s back is 5.2: fetch from 5.0, seek 1.0 s in.
-        assert_eq!(Player::start_point(&pl), Some(((5, 0), 1.0)));
-        // Without parts: three segments back.
-        let pl = playlist("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:1\n#EXTINF:2,\n1.ts\n#EXTINF:2,\n2.ts\n#EXTINF:2,\n3.ts\n#EXTINF:2,\n4.ts\n");
-        assert_eq!(Player::start_point(&pl), Some(((2, 0), 0.0)));
-        assert_eq!(Player::start_point(&playlist("#EXTM3U\n")), None);
-    }
-
     /// A switch asks the target for the part its rendition report names.
     #[test]
     fn finds_the_rendition_report_of_the_target() {
@@ -1291,20 +1016,5 @@ mod tests {
         assert_eq!(report_for(&url, &pl, &target), Some((4, Some(3))));
         let other = Url::parse("http://edge:8081/live/other/240p/index.m3u8").unwrap();
         assert_eq!(report_for(&url, &pl, &other), None);
-    }
-
-    #[test]
-    fn reports_percentiles_and_json() {
-        assert_eq!(percentile::<i64>(&[], 0.5), None);
-        assert_eq!(percentile(&[30, 10, 20], 0.5), Some(20));
-        assert_eq!(percentile(&[30, 10, 20], 1.0), Some(30));
-        let r = Report {
-            visual_latency_ms: vec![1000, 1100, 1200],
-            ..Default::default()
-        };
-        let j = r.to_json();
-        assert_eq!(j["latency_ms"]["p50"], 1100);
-        assert_eq!(j["stalls"]["total_s"], 0.0);
-        assert!(r.summary().contains("p50 1100"));
     }
 }
