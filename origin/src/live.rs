@@ -225,7 +225,7 @@ async fn run_packager(
     while let Some(ev) = events.recv().await {
         match &ev.kind {
             StreamEventKind::PublisherStarted { peer, protocol } if index == 0 => {
-                tracing::info!(%peer, %protocol, generation = ev.generation, "publisher started");
+                tracing::info!(%peer, protocol = protocol.as_str(), generation = ev.generation, "publisher started");
                 stream.publishing.store(true, Ordering::Relaxed);
             }
             StreamEventKind::PublisherGone if index == 0 => {
