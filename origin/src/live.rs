@@ -44,6 +44,10 @@ pub struct TrackInfo {
     pub width: u32,
     pub height: u32,
     pub frame_rate: f64,
+    /// What the packager did about the publisher's timeline.
+    pub timeline: crate::packager::TimelineStats,
+    /// Program date-time minus the wall clock at ingest at the last segment, seconds.
+    pub drift_secs: f64,
 }
 
 /// One rendition's window and its change notifications.
@@ -220,6 +224,8 @@ async fn run_packager(
     let mut packager = Packager::new(cfg);
     let rendition = &stream.renditions[index];
     let metrics = &streams.metrics;
+    let label = [stream.name.as_str()];
+    let mut timeline = packager.stats();
     // Arrival instants of the video frames in the part being written.
     let mut arrivals: Vec<Instant> = Vec::new();
     while let Some(ev) = events.recv().await {
@@ -236,6 +242,24 @@ async fn run_packager(
         let is_video =
             matches!(&ev.kind, StreamEventKind::Frame(f) if f.track == media::Track::Video);
         let out = packager.push(ev.generation, &ev.kind, SystemTime::now());
+        let now_stats = packager.stats();
+        if now_stats != timeline {
+            if index == 0 {
+                let m = metrics;
+                m.splices
+                    .with_label_values(&label)
+                    .inc_by(now_stats.splices - timeline.splices);
+                m.unplaced_frames
+                    .with_label_values(&label)
+                    .inc_by(now_stats.dropped - timeline.dropped);
+                m.pdt_reanchors
+                    .with_label_values(&label)
+                    .inc_by(now_stats.reanchors - timeline.reanchors);
+            }
+            timeline = now_stats;
+            let mut info = rendition.info.lock().unwrap_or_else(|e| e.into_inner());
+            info.timeline = now_stats;
+        }
         if out.is_empty() {
             continue;
         }
@@ -274,6 +298,7 @@ async fn run_packager(
             }
             let mut info = rendition.info.lock().unwrap_or_else(|e| e.into_inner());
             info.frame_rate = media::VIDEO_TIMESCALE as f64 / packager.frame_duration() as f64;
+            info.drift_secs = packager.drift();
         }
     }
     if index == 0 {

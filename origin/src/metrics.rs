@@ -23,6 +23,13 @@ pub struct Metrics {
     pub blocked_in_flight: IntGauge,
     pub blocked_hold: Histogram,
     http: IntCounterVec,
+    /// Publisher clock jumps turned into splices, per stream.
+    pub splices: IntCounterVec,
+    /// Frames the packager could not place (after a jump, video without a keyframe after a
+    /// pause), per stream.
+    pub unplaced_frames: IntCounterVec,
+    /// Segments whose program date-time was re-anchored to the wall clock, per stream.
+    pub pdt_reanchors: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -61,8 +68,24 @@ impl Default for Metrics {
                 &["route", "status"],
             )
             .unwrap_or_else(|e| panic!("http: {e}")),
+            splices: stream_counter(
+                "ferrocast_timeline_splices_total",
+                "Publisher clock jumps on a live connection, spliced with a discontinuity.",
+            ),
+            unplaced_frames: stream_counter(
+                "ferrocast_timeline_dropped_frames_total",
+                "Frames that could not be placed on the output timeline.",
+            ),
+            pdt_reanchors: stream_counter(
+                "ferrocast_pdt_reanchors_total",
+                "Segments whose program date-time was re-anchored to the wall clock (clock drift).",
+            ),
         }
     }
+}
+
+fn stream_counter(name: &str, help: &str) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), &["stream"]).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 impl Metrics {
@@ -71,6 +94,9 @@ impl Metrics {
         registry.register(Box::new(self.ingest_to_servable.clone()))?;
         registry.register(Box::new(self.blocked_in_flight.clone()))?;
         registry.register(Box::new(self.blocked_hold.clone()))?;
+        registry.register(Box::new(self.splices.clone()))?;
+        registry.register(Box::new(self.unplaced_frames.clone()))?;
+        registry.register(Box::new(self.pdt_reanchors.clone()))?;
         registry.register(Box::new(self.http.clone()))
     }
 

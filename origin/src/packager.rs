@@ -20,6 +20,23 @@
 //! Timeline: output timestamps start at 0 and stay continuous across publisher reconnects and
 //! takeovers (each new publisher is rebased at its first keyframe to where the previous one
 //! ended); a reconnect or codec change marks the next segment as a discontinuity.
+//!
+//! What the publisher's clock does on a live connection (see `docs` in the README, "Timeline"):
+//! - A *jump* — a frame whose time lies more than [`JUMP_BACK`] before the stream's position, or
+//!   more than [`JUMP_AHEAD`] beyond it plus the wall-clock time since — is a *splice*: the
+//!   open part and segment close, the output is rebased at the next video keyframe to where it
+//!   ended, and that segment carries EXT-X-DISCONTINUITY. Audio that jumps while video still
+//!   flows is dropped until video splices. Counted in [`TimelineStats`].
+//! - Video that pauses while audio flows: after [`VIDEO_IDLE`] of audio ahead of the last
+//!   video frame, *audio drives* parts and segments (audio-only parts, INDEPENDENT=YES,
+//!   segments cut on time); video comes back at its next keyframe, which starts a segment.
+//!   Video frames that arrive without a keyframe after such a pause are dropped and counted.
+//! - A hole in the output (nothing at all for more than [`GAP`]) marks the next segment as a
+//!   discontinuity; a segment never spans it.
+//! - EXT-X-PROGRAM-DATE-TIME is the wall clock at the generation's first frame plus media
+//!   time; when that drifts more than [`DRIFT`] from the wall clock at ingest (ahead at all,
+//!   or behind without catching up, as a slow clock does; a burst after a stall catches up and
+//!   is left alone) the segment is re-anchored to the wall clock, logged and counted.
 
 use crate::fmp4::{self, InitConfig, Sample, TrackRun, AUDIO_TRACK_ID, VIDEO_TRACK_ID};
 use bytes::Bytes;
@@ -28,6 +45,31 @@ use media::{AacConfig, AvcConfig, CodecConfig, Frame, Track, VIDEO_TIMESCALE};
 use std::time::{Duration, SystemTime};
 
 const TICKS: i64 = VIDEO_TIMESCALE as i64;
+
+/// A frame this far before the stream's position is a backward jump (a splice).
+pub const JUMP_BACK: i64 = TICKS;
+/// A frame this far beyond the position plus the wall-clock time since is a forward jump.
+pub const JUMP_AHEAD: i64 = 3 * TICKS;
+/// Audio this far ahead of the last video frame means video has paused: audio drives.
+pub const VIDEO_IDLE: i64 = TICKS / 2;
+/// A hole in the output longer than this is marked as a discontinuity.
+pub const GAP: i64 = TICKS;
+/// How long audio waits for the first video keyframe before it starts the stream alone.
+pub const VIDEO_LATE: Duration = Duration::from_secs(1);
+/// PDT drift from the wall clock (seconds) beyond which segments are re-anchored.
+pub const DRIFT: f64 = 1.0;
+
+/// What the packager did about the publisher's timeline (monotonic counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimelineStats {
+    /// Jumps turned into splices.
+    pub splices: u64,
+    /// Frames that could not be placed (after a jump, or video without a keyframe after a
+    /// pause).
+    pub dropped: u64,
+    /// Segments whose PDT was re-anchored to the wall clock.
+    pub reanchors: u64,
+}
 
 /// Fixed per stream.
 #[derive(Debug, Clone, Copy)]
@@ -126,6 +168,19 @@ pub struct Packager {
     expect_keyframe: bool,
     sequence: u32,
     target_duration: Option<u32>,
+    /// Latest output position placed (90 kHz, any track) and the wall clock then.
+    pos: Option<(i64, SystemTime)>,
+    /// End of the last closed segment (90 kHz): a later start beyond it + GAP is a hole.
+    last_seg_end: Option<i64>,
+    /// Audio drives parts and segments (video paused or not started).
+    audio_drive: bool,
+    /// Video was interrupted: it resumes at its next keyframe.
+    video_wait_key: bool,
+    /// When audio first arrived while this generation waited for a video keyframe.
+    first_audio_wall: Option<SystemTime>,
+    /// PDT minus the wall clock at the last segment start (seconds).
+    drift: f64,
+    stats: TimelineStats,
     out: Vec<Packaged>,
 }
 
@@ -157,8 +212,25 @@ impl Packager {
             expect_keyframe: false,
             sequence: 0,
             target_duration: None,
+            pos: None,
+            last_seg_end: None,
+            audio_drive: false,
+            video_wait_key: false,
+            first_audio_wall: None,
+            drift: 0.0,
+            stats: TimelineStats::default(),
             out: Vec::new(),
         }
+    }
+
+    /// What was done about the publisher's timeline so far.
+    pub fn stats(&self) -> TimelineStats {
+        self.stats
+    }
+
+    /// PDT minus the wall clock at ingest at the last segment start, seconds (+ = ahead).
+    pub fn drift(&self) -> f64 {
+        self.drift
     }
 
     pub fn target_duration(&self) -> Option<u32> {
@@ -214,7 +286,7 @@ impl Packager {
             }
             StreamEventKind::Frame(f) if generation == self.generation => match f.track {
                 Track::Video => self.video_frame(f, now),
-                Track::Audio => self.audio_frame(f),
+                Track::Audio => self.audio_frame(f, now),
             },
             StreamEventKind::Frame(_) => {}
         }
@@ -237,13 +309,13 @@ impl Packager {
     fn end_generation(&mut self) {
         if self.part.is_some() {
             self.flush_audio();
-            let end = self.last_video.map_or(self.timeline_end, |d| d + self.est);
+            let end = self.media_end();
             self.close_part(end);
         }
         self.close_segment();
         if self.offset.take().is_some() {
-            let video_end = self.last_video.map_or(0, |d| d + self.est);
-            self.timeline_end = self.timeline_end.max(video_end);
+            let end = self.media_end();
+            self.timeline_end = self.timeline_end.max(end);
             if self.any_segment {
                 self.pending_discontinuity = true;
             }
@@ -252,6 +324,89 @@ impl Packager {
         self.last_keyframe = None;
         self.gops = [None, None];
         self.expect_keyframe = false;
+        self.pos = None;
+        self.audio_drive = false;
+        self.video_wait_key = false;
+        self.first_audio_wall = None;
+    }
+
+    /// Where the media placed so far ends (90 kHz): the end of the last video frame, or of the
+    /// audio when audio drove.
+    fn media_end(&self) -> i64 {
+        let video = self.last_video.map(|d| d + self.est);
+        let audio = self
+            .audio_end90()
+            .filter(|_| self.audio_drive || video.is_none());
+        match (video, audio) {
+            (Some(v), Some(a)) => v.max(a),
+            (v, a) => v.or(a).unwrap_or(self.timeline_end),
+        }
+    }
+
+    fn audio_end90(&self) -> Option<i64> {
+        let rate = i64::from(self.audio.as_ref()?.sample_rate.max(1));
+        Some(self.audio_end? * TICKS / rate)
+    }
+
+    /// Some(jump size) if a frame at output time `t` (90 kHz) cannot follow the stream's
+    /// position: see the module docs.
+    fn jump(&self, t: i64, now: SystemTime) -> Option<i64> {
+        let (p, at) = self.pos?;
+        let elapsed = now
+            .duration_since(at)
+            .map_or(0, |d| (d.as_secs_f64() * TICKS as f64) as i64);
+        (t < p - JUMP_BACK || t > p + elapsed + JUMP_AHEAD).then_some(t - p)
+    }
+
+    fn advance(&mut self, t: i64, now: SystemTime) {
+        match self.pos {
+            Some((p, _)) if p >= t => {}
+            _ => self.pos = Some((t, now)),
+        }
+    }
+
+    /// A jump on a live connection: close what is open; the next keyframe rebases.
+    fn splice(&mut self, by: i64, track: &'static str) {
+        tracing::warn!(
+            jump_secs = by as f64 / TICKS as f64,
+            track,
+            "publisher clock jumped: splicing (discontinuity at the next keyframe)"
+        );
+        self.stats.splices += 1;
+        self.end_generation();
+    }
+
+    /// Starts the output timeline of this generation so that source time `source90` (90 kHz)
+    /// lands at `timeline_end`; emits a new init if the codec configs changed. False without
+    /// a video config (nothing to put in an init segment yet).
+    fn rebase(&mut self, source90: i64, now: SystemTime) -> bool {
+        let Some(video_cfg) = self.video.clone() else {
+            return false;
+        };
+        let o = self.timeline_end - source90;
+        self.offset = Some(o);
+        if let Some(a) = &self.audio {
+            self.audio_offset = o * i64::from(a.sample_rate) / TICKS;
+        }
+        self.generation_wall = (now, self.timeline_end);
+        self.first_audio_wall = None;
+        let config = InitConfig {
+            video: video_cfg,
+            audio: self.audio.clone(),
+        };
+        if self.init.as_ref() != Some(&config) {
+            if self.init.is_some() {
+                self.init_version += 1;
+                self.pending_discontinuity = true;
+            }
+            self.out.push(Packaged::Init {
+                version: self.init_version,
+                bytes: fmp4::init_segment(&config),
+                config: config.clone(),
+            });
+            self.init = Some(config);
+        }
+        true
     }
 
     fn max_segment(&self) -> i64 {
@@ -265,42 +420,72 @@ impl Packager {
     }
 
     fn video_frame(&mut self, f: &Frame, now: SystemTime) {
-        let Some(video_cfg) = self.video.clone() else {
+        if self.video.is_none() {
             return;
-        };
+        }
+        if let Some(o) = self.offset {
+            if let Some(by) = self.jump(f.dts.ticks() + o, now) {
+                self.splice(by, "video");
+            }
+        }
         let offset = match self.offset {
             Some(o) => o,
             None => {
                 if !f.keyframe {
+                    if self.any_segment {
+                        self.stats.dropped += 1;
+                    }
                     return; // wait for a keyframe to (re)start
                 }
-                let o = self.timeline_end - f.dts.ticks();
-                self.offset = Some(o);
-                if let Some(a) = &self.audio {
-                    self.audio_offset = o * i64::from(a.sample_rate) / TICKS;
-                }
-                self.generation_wall = (now, self.timeline_end);
-                let config = InitConfig {
-                    video: video_cfg,
-                    audio: self.audio.clone(),
-                };
-                if self.init.as_ref() != Some(&config) {
-                    if self.init.is_some() {
-                        self.init_version += 1;
-                        self.pending_discontinuity = true;
-                    }
-                    self.out.push(Packaged::Init {
-                        version: self.init_version,
-                        bytes: fmp4::init_segment(&config),
-                        config: config.clone(),
-                    });
-                    self.init = Some(config);
-                }
-                o
+                self.rebase(f.dts.ticks(), now);
+                self.timeline_end - f.dts.ticks()
             }
         };
         let mut d = f.dts.ticks() + offset;
         let pts = f.pts.ticks() + offset;
+        if let Some(last) = self.last_video {
+            if d > last + self.est + VIDEO_IDLE {
+                // Video was away (audio drove meanwhile, or nothing came): it resumes here,
+                // at a keyframe, in a segment of its own.
+                if self.part.is_some() {
+                    self.flush_audio();
+                    let end = self.media_end();
+                    self.close_part(end);
+                }
+                self.close_segment();
+                self.audio_drive = false;
+                self.video_wait_key = true;
+                self.gops = [None, None];
+                self.expect_keyframe = false;
+                self.last_keyframe = None;
+            }
+        }
+        if self.audio_drive && self.video_wait_key {
+            // Audio drives while video waits for its keyframe.
+        } else if self.audio_drive {
+            // Audio drove (video late or paused briefly): video takes over at a keyframe.
+            self.video_wait_key = true;
+        }
+        if self.video_wait_key {
+            if !f.keyframe {
+                self.stats.dropped += 1;
+                return;
+            }
+            self.video_wait_key = false;
+            if self.audio_drive {
+                self.audio_drive = false;
+                if self.part.is_some() {
+                    self.flush_audio();
+                    let end = self
+                        .media_end()
+                        .min(d)
+                        .max(self.part.as_ref().map_or(d, |p| p.start));
+                    self.close_part(end);
+                }
+                self.close_segment();
+            }
+        }
+        self.advance(d, now);
         if let Some(last) = self.last_video {
             if d <= last {
                 d = last + 1; // never step back
@@ -388,12 +573,33 @@ impl Packager {
         }
     }
 
-    fn audio_frame(&mut self, f: &Frame) {
-        let Some(cfg) = &self.audio else {
+    fn audio_frame(&mut self, f: &Frame, now: SystemTime) {
+        let Some(cfg) = self.audio.clone() else {
             return;
         };
+        let rate = i64::from(cfg.sample_rate.max(1));
+        let source90 = f.dts.rescale(VIDEO_TIMESCALE);
+        if let Some(o) = self.offset {
+            if let Some(by) = self.jump(source90 + o, now) {
+                let video_flowing = self.last_video.is_some() && !self.audio_drive;
+                if video_flowing {
+                    // Video has not jumped (yet): it decides where the splice is.
+                    self.stats.dropped += 1;
+                    return;
+                }
+                self.splice(by, "audio");
+            }
+        }
         if self.offset.is_none() {
-            return; // before the generation's first keyframe
+            // Before the generation's first keyframe: audio waits for video a moment, then
+            // starts the stream alone (a source whose video starts late, or after a splice).
+            let waited = *self.first_audio_wall.get_or_insert(now);
+            let late = now.duration_since(waited).unwrap_or_default() >= VIDEO_LATE;
+            if !(late && self.rebase(source90, now)) {
+                return;
+            }
+            self.audio_drive = true;
+            self.video_wait_key = true;
         }
         // Between parts (or between a segment closed early and its successor's keyframe) audio
         // waits here and goes out with the next video frame's chunk.
@@ -426,6 +632,46 @@ impl Packager {
             data: f.data.clone(),
         });
         self.audio_end = Some(d + frame);
+        let d90 = d * TICKS / rate;
+        self.advance(d90, now);
+        let video_idle = self.video_wait_key
+            || self
+                .last_video
+                .is_none_or(|v| d90 > v + self.est + VIDEO_IDLE);
+        if video_idle {
+            if !self.audio_drive {
+                tracing::debug!("no video: audio drives the parts");
+            }
+            self.audio_drive = true;
+            self.drive_audio(rate, frame, now);
+        }
+    }
+
+    /// Audio drives: the pending audio goes out now; parts and segments are cut on audio time.
+    fn drive_audio(&mut self, rate: i64, frame: i64, now: SystemTime) {
+        let start = self.pending_audio_start * TICKS / rate;
+        if self.seg.is_none() {
+            self.start_segment(start, now);
+        }
+        if self.part.is_none() {
+            self.part = Some(PartState { start });
+            self.out.push(Packaged::PartStart { independent: true });
+        }
+        self.emit_chunk(None);
+        let Some(end) = self.audio_end90() else {
+            return;
+        };
+        let frame90 = frame * TICKS / rate;
+        let seg_start = self.seg.as_ref().map_or(end, |s| s.start);
+        let part_start = self.part.as_ref().map_or(end, |p| p.start);
+        let seg_target =
+            i64::from(self.target_duration.unwrap_or(self.cfg.min_target_duration)) * TICKS;
+        if end + frame90 - seg_start > seg_target {
+            self.close_part(end);
+            self.close_segment();
+        } else if end + frame90 - part_start > self.cfg.part_target {
+            self.close_part(end);
+        }
     }
 
     fn flush_audio(&mut self) {
@@ -479,6 +725,7 @@ impl Packager {
 
     fn close_segment(&mut self) {
         if let Some(seg) = self.seg.take() {
+            self.last_seg_end = Some(seg.start + seg.parts_total);
             if self.target_duration.is_none() {
                 let secs = (seg.parts_total as f64 / TICKS as f64).round() as u32;
                 let td = secs.max(self.cfg.min_target_duration);
@@ -492,11 +739,34 @@ impl Packager {
     }
 
     fn start_segment(&mut self, d: i64, now: SystemTime) {
-        let _ = now;
-        let (wall, at) = self.generation_wall;
-        let since = Duration::from_nanos(
+        if self.last_seg_end.is_some_and(|e| d > e + GAP) {
+            self.pending_discontinuity = true; // a hole in the output
+        }
+        let (mut wall, mut at) = self.generation_wall;
+        let mut since = Duration::from_nanos(
             ((d - at).max(0) as u64).saturating_mul(1_000_000_000 / TICKS as u64),
         );
+        let pdt = wall + since;
+        let drift = match pdt.duration_since(now) {
+            Ok(ahead) => ahead.as_secs_f64(),
+            Err(behind) => -behind.duration().as_secs_f64(),
+        };
+        // Ahead of the wall clock at all, or behind it without catching up since the last
+        // segment (a slow clock), beyond the bound: re-anchor. A burst after a stall catches up.
+        if drift > DRIFT || (drift < -DRIFT && drift < self.drift + 0.25) {
+            tracing::warn!(
+                drift_secs = drift,
+                "program date-time re-anchored to the wall clock: the publisher's clock drifts"
+            );
+            self.stats.reanchors += 1;
+            self.generation_wall = (now, d);
+            (wall, at) = (now, d);
+            since = Duration::ZERO;
+            self.drift = 0.0;
+        } else {
+            self.drift = drift;
+        }
+        let _ = at;
         self.seg = Some(SegState {
             start: d,
             parts_total: 0,
@@ -772,5 +1042,93 @@ mod tests {
             .filter(|s| *s * 1000 / 48_000 <= 299 * 1000 / 30)
             .count();
         assert_eq!(emitted as usize, pushed - 1);
+    }
+
+    #[test]
+    fn a_backward_clock_jump_is_a_splice_at_the_next_keyframe() {
+        let mut p = Packager::new(PackagerConfig::new(Duration::from_millis(333), 2));
+        start(&mut p, 1);
+        feed(&mut p, 1, 100_000, 6);
+        let before = p.timeline_end.max(p.last_video.unwrap_or(0));
+        // Same connection, the clock restarts near 0 (a restarting encoder).
+        let out = feed(&mut p, 1, 40, 4);
+        assert_eq!(p.stats().splices, 1, "one splice");
+        let starts: Vec<_> = out
+            .iter()
+            .filter_map(|e| match e {
+                Packaged::SegmentStart {
+                    discontinuity,
+                    start,
+                    ..
+                } => Some((*discontinuity, *start)),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            starts[0].0,
+            "the first segment after the jump is a discontinuity"
+        );
+        assert!(starts[0].1 >= before, "the output never steps back");
+        assert!(starts[1..].iter().all(|(d, _)| !d));
+        for w in starts.windows(2) {
+            assert!(w[1].1 > w[0].1, "monotonic segment starts");
+        }
+    }
+
+    #[test]
+    fn a_forward_jump_never_makes_a_long_segment() {
+        let mut p = Packager::new(PackagerConfig::new(Duration::from_millis(333), 2));
+        let mut out = start(&mut p, 1);
+        out.extend(feed(&mut p, 1, 0, 6));
+        out.extend(feed(&mut p, 1, 3_600_000 + 6_000, 4));
+        assert_eq!(p.stats().splices, 1);
+        for e in &out {
+            if let Packaged::SegmentEnd { duration } = e {
+                assert!(*duration <= p.max_segment(), "segment of {duration} ticks");
+            }
+        }
+    }
+
+    #[test]
+    fn duplicate_and_backward_dts_and_negative_offsets_keep_a_valid_sample_table() {
+        let mut p = Packager::new(PackagerConfig::new(Duration::from_millis(333), 2));
+        start(&mut p, 1);
+        let frame = |dts: i64, pts: i64, key: bool| {
+            K::Frame(Frame {
+                track: Track::Video,
+                dts: media::video_ts(dts),
+                pts: media::video_ts(pts),
+                keyframe: key,
+                data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+            })
+        };
+        let mut out = Vec::new();
+        // Duplicate DTS, a step back, PTS before DTS (a negative composition offset).
+        for (dts, pts, key) in [
+            (0, 0, true),
+            (3000, 3000, false),
+            (3000, 3000, false),
+            (1500, 9000, false),
+            (9000, 6000, false),
+            (12_000, 12_000, false),
+        ] {
+            out.extend(p.push(1, &frame(dts, pts, key), SystemTime::UNIX_EPOCH));
+        }
+        let mut last = -1i64;
+        for e in &out {
+            if let Packaged::Chunk(c) = e {
+                // tfdt (version 1) of the video traf: the base decode time, strictly rising.
+                let at = c.windows(4).position(|w| w == b"tfdt").unwrap();
+                let t = i64::from_be_bytes(c[at + 8..at + 16].try_into().unwrap());
+                assert!(t > last, "decode times rise: {t} after {last}");
+                last = t;
+            }
+        }
+        assert_eq!(
+            out.iter()
+                .filter(|e| matches!(e, Packaged::Chunk(_)))
+                .count(),
+            6
+        );
     }
 }

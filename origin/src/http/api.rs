@@ -32,6 +32,12 @@ pub(super) async fn streams(State(state): State<AppState>) -> Response {
                         "ended": w.ended(),
                         "bandwidth": w.bandwidth().map(|b| b.1),
                         "bytes_held": w.bytes_held(),
+                        "timeline": {
+                            "splices": info.timeline.splices,
+                            "dropped_frames": info.timeline.dropped,
+                            "pdt_reanchors": info.timeline.reanchors,
+                            "drift_secs": (info.drift_secs * 1000.0).round() / 1000.0,
+                        },
                     })
                 })
                 .collect();
