@@ -31,6 +31,8 @@ pub async fn get_bytes(c: &reqwest::Client, url: &str) -> (u16, Vec<u8>) {
 #[derive(Debug, Default)]
 pub struct Followed {
     pub playlists: Vec<MediaPlaylist>,
+    /// When each of `playlists` arrived (wall clock).
+    pub fetched_at: Vec<std::time::SystemTime>,
     /// Part bytes by (msn, index).
     pub parts: BTreeMap<(u64, usize), Vec<u8>>,
     /// Segment bytes by msn.
@@ -88,6 +90,7 @@ pub async fn follow(c: &reqwest::Client, playlist_url: &str, duration: Duration)
         }
         let ended = pl.endlist;
         f.playlists.push(pl);
+        f.fetched_at.push(std::time::SystemTime::now());
         if ended || Instant::now() > end {
             return f;
         }

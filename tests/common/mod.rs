@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod conformance;
+pub mod flv;
 pub mod hls;
 pub mod rtmp;
 

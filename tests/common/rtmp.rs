@@ -131,6 +131,18 @@ impl Client {
         send_results(&mut self.socket, vec![r]).await
     }
 
+    /// Sends one FLV tag body as an RTMP audio (8) or video (9) message.
+    pub async fn media(&mut self, kind: u8, data: Bytes, ts: u32) -> std::io::Result<()> {
+        let ts = RtmpTimestamp::new(ts);
+        let r = if kind == 9 {
+            self.session.publish_video_data(data, ts, false)
+        } else {
+            self.session.publish_audio_data(data, ts, false)
+        }
+        .unwrap();
+        send_results(&mut self.socket, vec![r]).await
+    }
+
     pub async fn raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.socket.write_all(bytes).await
     }
