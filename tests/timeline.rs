@@ -49,7 +49,7 @@ enum Publish {
     Rtmp(Misbehave),
     /// MPEG-TS files sent one after another on one SRT connection, each paced in real time
     /// with its own timestamps (so a file encoded separately is a clock jump).
-    Srt(Vec<std::path::PathBuf>),
+    Srt(Vec<(std::path::PathBuf, u32)>),
 }
 
 fn run(how: Misbehave, expect: Expect) {
@@ -169,6 +169,32 @@ fn check(publish: Publish, expect: Expect) {
         );
     }
 
+    // INDEPENDENT=YES marks exactly the parts that start with a keyframe, or that have no
+    // video at all (audio drove while video was away).
+    let dir = tempfile::tempdir().unwrap();
+    for ((msn, i), bytes) in &followed.parts {
+        let (Some(entry), Some(map)) = (
+            followed.entries.get(msn),
+            followed.entries.get(msn).and_then(|e| e.map.clone()),
+        ) else {
+            continue;
+        };
+        let Some(listed) = entry.parts.get(*i) else {
+            continue;
+        };
+        let init = &followed.inits[&map];
+        let path = common::write_media(dir.path(), &format!("{msn}.{i}.mp4"), init, &[bytes]);
+        let starts_clean = common::packets(&path)
+            .iter()
+            .find(|p| p.video)
+            .is_none_or(|v| v.keyframe);
+        assert_eq!(
+            listed.independent, starts_clean,
+            "part {msn}.{i}: INDEPENDENT={} but starts with a keyframe or no video={starts_clean}",
+            listed.independent
+        );
+    }
+
     // Every complete segment decodes; one with video starts with a keyframe.
     let dir = tempfile::tempdir().unwrap();
     for (msn, bytes) in &followed.segments {
@@ -226,10 +252,12 @@ fn ts_file(
     path
 }
 
-/// Sends `files` one after another on one SRT connection (srt-live-transmit reading stdin),
-/// each paced in real time by `ffmpeg -re -copyts -c copy` (timestamps kept as they are).
-fn srt_in_sequence(url: &str, files: &[std::path::PathBuf]) {
-    use std::io::{Read, Write};
+/// Sends `files` (each `(path, seconds)`) one after another on one SRT connection
+/// (srt-live-transmit reading stdin), each paced at its average byte rate, its timestamps
+/// untouched (a remuxing pacer such as `ffmpeg -re -c copy` would "fix" the very wraps and
+/// jumps under test).
+fn srt_in_sequence(url: &str, files: &[(std::path::PathBuf, u32)]) {
+    use std::io::Write;
     use std::process::{Command, Stdio};
     let mut slt = Command::new("srt-live-transmit")
         // -t is a total exit timer (a safety net): we stop it ourselves after the last file.
@@ -240,38 +268,19 @@ fn srt_in_sequence(url: &str, files: &[std::path::PathBuf]) {
         .spawn()
         .expect("srt-live-transmit (Debian srt-tools)");
     let mut sink = slt.stdin.take().unwrap();
-    for f in files {
-        let mut pacer = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-re", "-copyts", "-i"])
-            .arg(f)
-            .args([
-                "-c",
-                "copy",
-                "-copyts",
-                "-muxdelay",
-                "0",
-                "-f",
-                "mpegts",
-                "-",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = pacer.stdout.take().unwrap();
-        let mut buf = [0u8; 188 * 7];
-        loop {
-            match out.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if sink.write_all(&buf[..n]).is_err() {
-                        let _ = pacer.kill();
-                        break;
-                    }
-                }
+    'files: for (path, seconds) in files {
+        let bytes = std::fs::read(path).unwrap();
+        let per_sec = bytes.len() as f64 / f64::from(*seconds);
+        let start = std::time::Instant::now();
+        for (i, chunk) in bytes.chunks(188 * 7).enumerate() {
+            let due = Duration::from_secs_f64((i * 188 * 7) as f64 / per_sec);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            if sink.write_all(chunk).and_then(|_| sink.flush()).is_err() {
+                break 'files;
             }
         }
-        let _ = pacer.wait();
     }
     // Let the last packets leave, then hang up (srt-live-transmit stays connected otherwise).
     std::thread::sleep(Duration::from_millis(500));
@@ -410,8 +419,8 @@ fn a_burst_after_a_network_stall() {
 fn srt_clock_jumps_backward() {
     let dir = tempfile::tempdir().unwrap();
     // Two encoder runs back to back on one connection: the second one's clock starts anew.
-    let a = ts_file(dir.path(), "a.ts", 12, 0);
-    let b = ts_file(dir.path(), "b.ts", 12, 0);
+    let a = (ts_file(dir.path(), "a.ts", 12, 0), 12);
+    let b = (ts_file(dir.path(), "b.ts", 12, 0), 12);
     check(
         Publish::Srt(vec![a, b]),
         Expect {
@@ -425,12 +434,27 @@ fn srt_clock_jumps_backward() {
 #[test]
 fn srt_clock_jumps_forward_an_hour() {
     let dir = tempfile::tempdir().unwrap();
-    let a = ts_file(dir.path(), "a.ts", 12, 0);
-    let b = ts_file(dir.path(), "b.ts", 12, 3612);
+    let a = (ts_file(dir.path(), "a.ts", 12, 0), 12);
+    let b = (ts_file(dir.path(), "b.ts", 12, 3612), 12);
     check(
         Publish::Srt(vec![a, b]),
         Expect {
             discontinuities: 1,
+            gap: Duration::ZERO,
+            pdt_exempt_ms: None,
+        },
+    );
+}
+
+#[test]
+fn srt_33_bit_wrap() {
+    let dir = tempfile::tempdir().unwrap();
+    // The 90 kHz clock wraps (2^33 ticks ≈ 95443.7 s) 10 s into the stream.
+    let a = (ts_file(dir.path(), "a.ts", SECONDS, 95_434), SECONDS);
+    check(
+        Publish::Srt(vec![a]),
+        Expect {
+            discontinuities: 0,
             gap: Duration::ZERO,
             pdt_exempt_ms: None,
         },
