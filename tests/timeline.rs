@@ -10,12 +10,14 @@
 mod common;
 
 use common::flv::{self, Misbehave, Tag};
-use common::{hls, Server};
+use common::{conformance, hls, Server};
 use player_test::playlist::parse_date_time_ms;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const SECONDS: u32 = 24;
+const SECONDS: u32 = 30;
+/// When (source time) the LL-HLS conformance checks run: after every case's event.
+const CONFORMANCE_AT: Duration = Duration::from_secs(15);
 const CONFIG: &str =
     "part_target = 0.333\ntarget_duration = 1\nwindow_segments = 40\ngrace_period = 5.0";
 
@@ -49,7 +51,24 @@ enum Publish {
     Rtmp(Misbehave),
     /// MPEG-TS files sent one after another on one SRT connection, each paced in real time
     /// with its own timestamps (so a file encoded separately is a clock jump).
-    Srt(Vec<(std::path::PathBuf, u32)>),
+    Srt(Vec<(std::path::PathBuf, u32)>, SrtEvent),
+}
+
+/// What happens to the TS on its way (by send time, seconds from the start).
+#[derive(Debug, Clone, Copy)]
+enum SrtEvent {
+    None,
+    /// TS packets of these PIDs are not sent in [from, to) (ffmpeg: video 0x100, audio 0x101).
+    Drop {
+        pids: &'static [u16],
+        from: f64,
+        to: f64,
+    },
+    /// Nothing is sent in [from, to); then all of it at once (a network stall and burst).
+    Hold {
+        from: f64,
+        to: f64,
+    },
 }
 
 fn run(how: Misbehave, expect: Expect) {
@@ -66,18 +85,30 @@ fn check(publish: Publish, expect: Expect) {
                 let r = tokio::spawn(flv::replay(server.rtmp, common::KEY, tags(), how));
                 tokio::spawn(async move { r.await.ok().and_then(|r| r.started) })
             }
-            Publish::Srt(files) => {
+            Publish::Srt(files, event) => {
                 let url = format!("srt://{}?streamid=live/{}", server.srt, common::KEY);
                 tokio::task::spawn_blocking(move || {
-                    srt_in_sequence(&url, &files);
+                    srt_in_sequence(&url, &files, event);
                     None
                 })
             }
         };
         let c = hls::client();
         hls::wait_stream(&c, &server.base(), "cam").await;
+        let base = server.base();
+        let conformant = tokio::spawn(async move {
+            tokio::time::sleep_until((std::time::Instant::now() + CONFORMANCE_AT).into()).await;
+            conformance::check_live(&base, "source").await
+        });
         let media = format!("{}/live/cam/source/index.m3u8", server.base());
-        let f = hls::follow(&c, &media, Duration::from_secs(u64::from(SECONDS) - 3)).await;
+        let f = hls::follow(&c, &media, Duration::from_secs(u64::from(SECONDS) - 4)).await;
+        let broken = conformant.await.unwrap();
+        assert!(
+            broken.is_empty(),
+            "LL-HLS rules broken after the event:\n{}\n{}",
+            broken.join("\n"),
+            server.log()
+        );
         let r = replay.await.ok().flatten();
         (f, r.unwrap_or(started))
     });
@@ -206,13 +237,13 @@ fn check(publish: Publish, expect: Expect) {
         match packets.iter().find(|p| p.video) {
             Some(v) => {
                 assert!(v.keyframe, "segment {msn} does not start with a keyframe");
-                if let Some(e) = common::decode_errors(&path) {
+                if let Some(e) = decode_errors(&path, &[]) {
                     panic!("segment {msn} does not decode: {e}\n{log}");
                 }
             }
             // Audio only (video paused): the init still declares video; decode the audio.
             None => {
-                if let Some(e) = decode_audio_errors(&path) {
+                if let Some(e) = decode_errors(&path, &["-map", "0:a"]) {
                     panic!("audio-only segment {msn} does not decode: {e}\n{log}");
                 }
             }
@@ -229,26 +260,12 @@ fn ts_file(
     offset_secs: u32,
 ) -> std::path::PathBuf {
     let path = dir.join(name);
-    let ok = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", &seconds.to_string()])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-bf", "2"])
-        .args(["-g", "30", "-keyint_min", "30", "-sc_threshold", "0"])
-        .args(["-b:v", "300k", "-pix_fmt", "yuv420p"])
-        .args(["-c:a", "aac", "-b:a", "64k", "-ac", "2"])
-        .args([
-            "-output_ts_offset",
-            &offset_secs.to_string(),
-            "-f",
-            "mpegts",
-        ])
-        .arg(&path)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "ffmpeg could not make {name}");
+    let offset = offset_secs.to_string();
+    flv::encode_test_pattern(
+        &path,
+        seconds,
+        &["-output_ts_offset", &offset, "-f", "mpegts"],
+    );
     path
 }
 
@@ -256,7 +273,7 @@ fn ts_file(
 /// (srt-live-transmit reading stdin), each paced at its average byte rate, its timestamps
 /// untouched (a remuxing pacer such as `ffmpeg -re -c copy` would "fix" the very wraps and
 /// jumps under test).
-fn srt_in_sequence(url: &str, files: &[(std::path::PathBuf, u32)]) {
+fn srt_in_sequence(url: &str, files: &[(std::path::PathBuf, u32)], event: SrtEvent) {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut slt = Command::new("srt-live-transmit")
@@ -268,19 +285,58 @@ fn srt_in_sequence(url: &str, files: &[(std::path::PathBuf, u32)]) {
         .spawn()
         .expect("srt-live-transmit (Debian srt-tools)");
     let mut sink = slt.stdin.take().unwrap();
+    let start = std::time::Instant::now();
+    let mut offset = 0.0;
+    let mut held: Vec<u8> = Vec::new();
+    // Per track (video 0x100, audio 0x101: the low bit) whether its PES packets are dropped.
+    let mut dropping = [false, false];
     'files: for (path, seconds) in files {
         let bytes = std::fs::read(path).unwrap();
         let per_sec = bytes.len() as f64 / f64::from(*seconds);
-        let start = std::time::Instant::now();
         for (i, chunk) in bytes.chunks(188 * 7).enumerate() {
-            let due = Duration::from_secs_f64((i * 188 * 7) as f64 / per_sec);
-            if let Some(wait) = due.checked_sub(start.elapsed()) {
+            let t = offset + (i * 188 * 7) as f64 / per_sec;
+            if let Some(wait) = Duration::from_secs_f64(t).checked_sub(start.elapsed()) {
                 std::thread::sleep(wait);
             }
-            if sink.write_all(chunk).and_then(|_| sink.flush()).is_err() {
+            let mut out: Vec<u8> = Vec::with_capacity(chunk.len());
+            for pkt in chunk.chunks(188) {
+                let pid = pkt
+                    .get(1..3)
+                    .map_or(0, |b| u16::from(b[0] & 0x1f) << 8 | u16::from(b[1]));
+                let pusi = pkt.get(1).is_some_and(|b| b & 0x40 != 0);
+                match event {
+                    SrtEvent::Drop { pids, from, to } if pids.contains(&pid) => {
+                        // The encoder stops (and resumes) sending a track between whole PES
+                        // packets: dropping starts and ends at a payload unit start.
+                        if pusi {
+                            let i = usize::from(pid & 1);
+                            dropping[i] = (from..to).contains(&t);
+                        }
+                        if !dropping[usize::from(pid & 1)] {
+                            out.extend_from_slice(pkt);
+                        }
+                    }
+                    SrtEvent::Hold { from, to } if (from..to).contains(&t) => {
+                        held.extend_from_slice(pkt);
+                    }
+                    _ => out.extend_from_slice(pkt),
+                }
+            }
+            if !held.is_empty()
+                && !matches!(event, SrtEvent::Hold { from, to } if (from..to).contains(&t))
+            {
+                // The stall is over: everything held back goes at once, then this chunk.
+                for c in std::mem::take(&mut held).chunks(188 * 7) {
+                    if sink.write_all(c).is_err() {
+                        break 'files;
+                    }
+                }
+            }
+            if !out.is_empty() && sink.write_all(&out).and_then(|_| sink.flush()).is_err() {
                 break 'files;
             }
         }
+        offset += f64::from(*seconds);
     }
     // Let the last packets leave, then hang up (srt-live-transmit stays connected otherwise).
     std::thread::sleep(Duration::from_millis(500));
@@ -289,12 +345,15 @@ fn srt_in_sequence(url: &str, files: &[(std::path::PathBuf, u32)]) {
     let _ = slt.wait();
 }
 
-/// ffmpeg's complaints decoding only the audio of `path`.
-fn decode_audio_errors(path: &std::path::Path) -> Option<String> {
+/// ffmpeg's complaints decoding `path` (frame timestamps passed through as they are: a slow
+/// publisher clock is not a constant 30 fps).
+fn decode_errors(path: &std::path::Path, select: &[&str]) -> Option<String> {
     let out = std::process::Command::new("ffmpeg")
         .args(["-v", "error", "-xerror", "-i"])
         .arg(path)
-        .args(["-map", "0:a", "-f", "null", "-"])
+        .args(select)
+        .args(["-fps_mode", "passthrough", "-enc_time_base:v", "1:90000"])
+        .args(["-f", "null", "-"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
@@ -395,7 +454,8 @@ fn both_pause_within_the_grace_period() {
         Expect {
             discontinuities: 1,
             gap: Duration::from_secs(2),
-            pdt_exempt_ms: None,
+            // During the source's own silence the live edge lags the wall clock by it.
+            pdt_exempt_ms: Some((10_000, 12_000)),
         },
     );
 }
@@ -416,13 +476,25 @@ fn a_burst_after_a_network_stall() {
 }
 
 #[test]
+fn a_slow_publisher_clock() {
+    run(
+        Misbehave::SlowClock { percent: 5 },
+        Expect {
+            discontinuities: 0,
+            gap: Duration::ZERO,
+            pdt_exempt_ms: None,
+        },
+    );
+}
+
+#[test]
 fn srt_clock_jumps_backward() {
     let dir = tempfile::tempdir().unwrap();
     // Two encoder runs back to back on one connection: the second one's clock starts anew.
     let a = (ts_file(dir.path(), "a.ts", 12, 0), 12);
-    let b = (ts_file(dir.path(), "b.ts", 12, 0), 12);
+    let b = (ts_file(dir.path(), "b.ts", SECONDS - 12, 0), SECONDS - 12);
     check(
-        Publish::Srt(vec![a, b]),
+        Publish::Srt(vec![a, b], SrtEvent::None),
         Expect {
             discontinuities: 1,
             gap: Duration::ZERO,
@@ -435,9 +507,12 @@ fn srt_clock_jumps_backward() {
 fn srt_clock_jumps_forward_an_hour() {
     let dir = tempfile::tempdir().unwrap();
     let a = (ts_file(dir.path(), "a.ts", 12, 0), 12);
-    let b = (ts_file(dir.path(), "b.ts", 12, 3612), 12);
+    let b = (
+        ts_file(dir.path(), "b.ts", SECONDS - 12, 3612),
+        SECONDS - 12,
+    );
     check(
-        Publish::Srt(vec![a, b]),
+        Publish::Srt(vec![a, b], SrtEvent::None),
         Expect {
             discontinuities: 1,
             gap: Duration::ZERO,
@@ -452,11 +527,80 @@ fn srt_33_bit_wrap() {
     // The 90 kHz clock wraps (2^33 ticks ≈ 95443.7 s) 10 s into the stream.
     let a = (ts_file(dir.path(), "a.ts", SECONDS, 95_434), SECONDS);
     check(
-        Publish::Srt(vec![a]),
+        Publish::Srt(vec![a], SrtEvent::None),
         Expect {
             discontinuities: 0,
             gap: Duration::ZERO,
             pdt_exempt_ms: None,
+        },
+    );
+}
+
+fn srt_event(event: SrtEvent, expect: Expect) {
+    let dir = tempfile::tempdir().unwrap();
+    let a = (ts_file(dir.path(), "a.ts", SECONDS, 0), SECONDS);
+    check(Publish::Srt(vec![a], event), expect);
+}
+
+#[test]
+fn srt_video_pauses_while_audio_goes_on() {
+    srt_event(
+        SrtEvent::Drop {
+            pids: &[0x100],
+            from: 10.0,
+            to: 14.0,
+        },
+        Expect {
+            discontinuities: 0,
+            gap: Duration::ZERO,
+            pdt_exempt_ms: None,
+        },
+    );
+}
+
+#[test]
+fn srt_audio_pauses_while_video_goes_on() {
+    srt_event(
+        SrtEvent::Drop {
+            pids: &[0x101],
+            from: 10.0,
+            to: 14.0,
+        },
+        Expect {
+            discontinuities: 0,
+            gap: Duration::ZERO,
+            pdt_exempt_ms: None,
+        },
+    );
+}
+
+#[test]
+fn srt_both_pause_within_the_grace_period() {
+    srt_event(
+        SrtEvent::Drop {
+            pids: &[0x100, 0x101],
+            from: 10.0,
+            to: 12.0,
+        },
+        Expect {
+            discontinuities: 1,
+            gap: Duration::from_secs(2),
+            pdt_exempt_ms: Some((10_000, 12_000)),
+        },
+    );
+}
+
+#[test]
+fn srt_a_burst_after_a_network_stall() {
+    srt_event(
+        SrtEvent::Hold {
+            from: 10.0,
+            to: 12.0,
+        },
+        Expect {
+            discontinuities: 0,
+            gap: Duration::from_secs(2),
+            pdt_exempt_ms: Some((10_000, 12_000)),
         },
     );
 }

@@ -56,8 +56,9 @@ pub const VIDEO_IDLE: i64 = TICKS / 2;
 pub const GAP: i64 = TICKS;
 /// How long audio waits for the first video keyframe before it starts the stream alone.
 pub const VIDEO_LATE: Duration = Duration::from_secs(1);
-/// PDT drift from the wall clock (seconds) beyond which segments are re-anchored.
-pub const DRIFT: f64 = 1.0;
+/// PDT drift from the wall clock (seconds) beyond which segments are re-anchored (half the
+/// 1 s that players' latency targeting and our glass-to-glass figures can tolerate).
+pub const DRIFT: f64 = 0.5;
 
 /// What the packager did about the publisher's timeline (monotonic counters).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -28,10 +28,9 @@ impl Tag {
     }
 }
 
-/// Makes `seconds` of 320x180@30 H.264 (2 B-frames, 1 s GOP) + AAC 48 kHz as FLV with the
-/// real ffmpeg CLI.
-pub fn make_flv(dir: &Path, seconds: u32) -> PathBuf {
-    let path = dir.join("source.flv");
+/// Encodes `seconds` of a 320x180@30 test pattern (H.264, 2 B-frames, 1 s GOP) + AAC 48 kHz
+/// with the real ffmpeg CLI into `path`; `muxer` are the output options (format and more).
+pub fn encode_test_pattern(path: &Path, seconds: u32, muxer: &[&str]) {
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
         .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=30"])
@@ -40,11 +39,18 @@ pub fn make_flv(dir: &Path, seconds: u32) -> PathBuf {
         .args(["-c:v", "libx264", "-preset", "veryfast", "-bf", "2"])
         .args(["-g", "30", "-keyint_min", "30", "-sc_threshold", "0"])
         .args(["-b:v", "300k", "-pix_fmt", "yuv420p"])
-        .args(["-c:a", "aac", "-b:a", "64k", "-ac", "2", "-f", "flv"])
-        .arg(&path)
+        .args(["-c:a", "aac", "-b:a", "64k", "-ac", "2"])
+        .args(muxer)
+        .arg(path)
         .status()
         .expect("ffmpeg");
-    assert!(status.success(), "ffmpeg could not make the FLV source");
+    assert!(status.success(), "ffmpeg could not make {}", path.display());
+}
+
+/// The test pattern as FLV.
+pub fn make_flv(dir: &Path, seconds: u32) -> PathBuf {
+    let path = dir.join("source.flv");
+    encode_test_pattern(&path, seconds, &["-f", "flv"]);
     path
 }
 
@@ -93,6 +99,8 @@ pub enum Misbehave {
     BothPause { at_ms: u32, for_ms: u32 },
     /// The network stalls for `for_ms`, then everything held back arrives at once.
     Burst { at_ms: u32, for_ms: u32 },
+    /// The encoder's clock runs `percent` % slow (sent in real time, stamped slower).
+    SlowClock { percent: u32 },
 }
 
 /// What the replay did: when the publish began and how each source time was sent.
@@ -126,6 +134,10 @@ pub async fn replay(addr: SocketAddr, key: &str, tags: &[Tag], how: Misbehave) -
         tokio::time::sleep_until((start + send_at).into()).await;
         let (ts, send) = match how {
             Misbehave::None | Misbehave::Burst { .. } => (t.ts, true),
+            Misbehave::SlowClock { percent } => (
+                (u64::from(t.ts) * u64::from(100 - percent) / 100) as u32,
+                true,
+            ),
             Misbehave::JumpBack { at_ms, to_ms } if t.ts >= at_ms => (t.ts - at_ms + to_ms, true),
             Misbehave::JumpForward { at_ms, by_ms } if t.ts >= at_ms => (t.ts + by_ms, true),
             Misbehave::JumpBack { .. } | Misbehave::JumpForward { .. } => (t.ts, true),
@@ -168,9 +180,26 @@ pub async fn replay(addr: SocketAddr, key: &str, tags: &[Tag], how: Misbehave) -
             resent = true;
         }
         if send {
-            c.media(t.kind, t.data.clone(), ts).await.unwrap();
+            let data = match how {
+                Misbehave::SlowClock { percent } => slow_cts(&t.data, percent),
+                _ => t.data.clone(),
+            };
+            c.media(t.kind, data, ts).await.unwrap();
             out.tags_sent += 1;
         }
     }
     out
+}
+
+/// A slow clock stretches composition offsets too: rewrites the AVC NALU tag's SI24 CTS.
+fn slow_cts(data: &Bytes, percent: u32) -> Bytes {
+    if data.len() < 5 || data[0] & 0x0f != 7 || data[1] != 1 {
+        return data.clone();
+    }
+    let raw = u32::from_be_bytes([0, data[2], data[3], data[4]]);
+    let cts = ((raw << 8) as i32) >> 8; // sign-extend 24 bits
+    let scaled = (i64::from(cts) * i64::from(100 - percent) / 100) as i32;
+    let mut v = data.to_vec();
+    v[2..5].copy_from_slice(&(scaled as u32).to_be_bytes()[1..]);
+    Bytes::from(v)
 }
