@@ -84,24 +84,19 @@ pub struct FanoutMetrics {
 
 impl FanoutMetrics {
     pub fn new() -> FanoutMetrics {
-        let labels = &["stream", "consumer"];
+        let family = |name: &str, help: &str| {
+            IntCounterVec::new(prometheus::Opts::new(name, help), &["stream", "consumer"])
+                .unwrap_or_else(|_| unreachable_metric())
+        };
         FanoutMetrics {
-            lagged: IntCounterVec::new(
-                prometheus::Opts::new(
-                    "ferrocast_consumer_lagged_total",
-                    "Times a stream consumer fell behind and was resynchronised at a keyframe.",
-                ),
-                labels,
-            )
-            .unwrap_or_else(|_| unreachable_metric()),
-            dropped: IntCounterVec::new(
-                prometheus::Opts::new(
-                    "ferrocast_consumer_frames_dropped_total",
-                    "Frames a lagging stream consumer did not receive.",
-                ),
-                labels,
-            )
-            .unwrap_or_else(|_| unreachable_metric()),
+            lagged: family(
+                "ferrocast_consumer_lagged_total",
+                "Times a stream consumer fell behind and was resynchronised at a keyframe.",
+            ),
+            dropped: family(
+                "ferrocast_consumer_frames_dropped_total",
+                "Frames a lagging stream consumer did not receive.",
+            ),
         }
     }
 

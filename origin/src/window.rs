@@ -399,9 +399,8 @@ mod tests {
         assert!(matches!(w.part_state(104, 0), PartState::Missing));
     }
 
-    #[tokio::test]
-    async fn part_being_written_streams_chunk_by_chunk() {
-        use futures_util::StreamExt;
+    /// A window whose part 0.0 is being written, with one chunk `1` so far.
+    fn writing_part_0() -> (LiveWindow, Arc<Body>) {
         let mut w = LiveWindow::new(0, 6, 0.333);
         seg_start(&mut w, false);
         w.apply(Packaged::PartStart { independent: true });
@@ -409,6 +408,13 @@ mod tests {
         let PartState::Writing(body) = w.part_state(0, 0) else {
             panic!("part 0 is being written");
         };
+        (w, body)
+    }
+
+    #[tokio::test]
+    async fn part_being_written_streams_chunk_by_chunk() {
+        use futures_util::StreamExt;
+        let (mut w, body) = writing_part_0();
         assert_eq!(w.preload_hint(), Some((0, 0)));
         let mut reader = Box::pin(body.reader(std::time::Duration::from_secs(5)));
         assert_eq!(&reader.next().await.unwrap().unwrap()[..], b"1");
@@ -423,13 +429,7 @@ mod tests {
     #[tokio::test]
     async fn a_part_cut_off_by_the_end_is_a_broken_transfer() {
         use futures_util::StreamExt;
-        let mut w = LiveWindow::new(0, 6, 0.333);
-        seg_start(&mut w, false);
-        w.apply(Packaged::PartStart { independent: true });
-        w.apply(Packaged::Chunk(Bytes::from_static(b"1")));
-        let PartState::Writing(body) = w.part_state(0, 0) else {
-            panic!("part 0 is being written");
-        };
+        let (mut w, body) = writing_part_0();
         w.end();
         let got: Vec<_> = body
             .reader(std::time::Duration::from_secs(5))
