@@ -144,8 +144,17 @@ pub struct Packager {
     init: Option<InitConfig>,
     init_version: u32,
     generation: u64,
-    /// Added to source video DTS (None: waiting for this generation's first keyframe).
+    /// Added to source presentation times, video and audio (None: waiting for this
+    /// generation's first keyframe).
     offset: Option<i64>,
+    /// Added to video DTS on top of `offset`: the composition offset of the generation's first
+    /// keyframe, so that keyframes decode when they are presented (PTS = DTS, B-frames get
+    /// negative composition offsets as in CMAF) and every segment's media starts exactly where
+    /// the playlist says it does, video and audio alike.
+    video_shift: i64,
+    /// End of the last part (90 kHz): a part or segment whose first frame lies within half a
+    /// frame of it starts there, so the playlist's durations add up to the media's.
+    part_end: Option<i64>,
     audio_offset: i64,
     /// End of the output timeline so far (90 kHz); where the next generation starts.
     timeline_end: i64,
@@ -195,6 +204,8 @@ impl Packager {
             init_version: 0,
             generation: 0,
             offset: None,
+            video_shift: 0,
+            part_end: None,
             audio_offset: 0,
             timeline_end: 0,
             audio_end: None,
@@ -425,7 +436,7 @@ impl Packager {
             return;
         }
         if let Some(o) = self.offset {
-            if let Some(by) = self.jump(f.dts.ticks() + o, now) {
+            if let Some(by) = self.jump(f.dts.ticks() + o + self.video_shift, now) {
                 self.splice(by, "video");
             }
         }
@@ -438,11 +449,14 @@ impl Packager {
                     }
                     return; // wait for a keyframe to (re)start
                 }
-                self.rebase(f.dts.ticks(), now);
-                self.timeline_end - f.dts.ticks()
+                // The keyframe's presentation lands at the end of the timeline and it decodes
+                // then too.
+                self.video_shift = (f.pts.ticks() - f.dts.ticks()).clamp(0, TICKS);
+                self.rebase(f.pts.ticks(), now);
+                self.timeline_end - f.pts.ticks()
             }
         };
-        let mut d = f.dts.ticks() + offset;
+        let mut d = f.dts.ticks() + offset + self.video_shift;
         let pts = f.pts.ticks() + offset;
         if let Some(last) = self.last_video {
             if d > last + self.est + VIDEO_IDLE {
@@ -533,7 +547,9 @@ impl Packager {
             }
         }
         if self.part.is_none() {
-            self.part = Some(PartState { start: d });
+            self.part = Some(PartState {
+                start: self.contiguous(d),
+            });
             self.out.push(Packaged::PartStart {
                 independent: f.keyframe,
             });
@@ -707,9 +723,21 @@ impl Packager {
             .push(Packaged::Chunk(fmp4::chunk(self.sequence, &runs)));
     }
 
+    /// Where a part or segment whose first video frame decodes at `d` starts: at the end of
+    /// the previous part when `d` is within half a frame of it (a part closed on a predicted
+    /// frame time, and the frame came a little early or late), so the advertised timeline
+    /// has neither overlaps nor slivers between parts; else at `d`.
+    fn contiguous(&self, d: i64) -> i64 {
+        match self.part_end {
+            Some(e) if (d - e).abs() <= self.est / 2 => e,
+            _ => d,
+        }
+    }
+
     fn close_part(&mut self, end: i64) {
         if let Some(p) = self.part.take() {
             let duration = (end - p.start).max(1);
+            self.part_end = Some(p.start + duration);
             if let Some(seg) = &mut self.seg {
                 seg.parts_total += duration;
             }
@@ -740,6 +768,7 @@ impl Packager {
     }
 
     fn start_segment(&mut self, d: i64, now: SystemTime) {
+        let d = self.contiguous(d);
         if self.last_seg_end.is_some_and(|e| d > e + GAP) {
             self.pending_discontinuity = true; // a hole in the output
         }
@@ -996,6 +1025,75 @@ mod tests {
         ));
     }
 
+    /// The video run of a chunk: its tfdt and its first sample's composition offset.
+    fn video_run(chunk: &[u8]) -> Option<(u64, i32)> {
+        let be32 =
+            |b: &[u8], at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let moof_len = be32(chunk, 0) as usize;
+        let mut pos = 8;
+        while pos + 8 <= moof_len {
+            let size = be32(chunk, pos) as usize;
+            if &chunk[pos + 4..pos + 8] == b"traf" && be32(chunk, pos + 20) == VIDEO_TRACK_ID {
+                let (mut c, mut tfdt, mut cts) = (pos + 8, None, None);
+                while c < pos + size {
+                    let csize = be32(chunk, c) as usize;
+                    match &chunk[c + 4..c + 8] {
+                        b"tfdt" => {
+                            tfdt = Some(
+                                u64::from(be32(chunk, c + 12)) << 32
+                                    | u64::from(be32(chunk, c + 16)),
+                            )
+                        }
+                        // size type flags count offset | duration size flags cts
+                        b"trun" => cts = Some(be32(chunk, c + 32) as i32),
+                        _ => {}
+                    }
+                    c += csize;
+                }
+                return tfdt.zip(cts);
+            }
+            pos += size;
+        }
+        None
+    }
+
+    #[test]
+    fn the_playlist_timeline_is_the_media_timeline_with_b_frames_and_rtmp_rounding() {
+        // RTMP's millisecond timestamps (33, 33, 34 ms), two B-frames (keyframes presented
+        // 66.7 ms after they decode in the source): every segment's advertised start — the sum
+        // of the EXTINF durations before it — is where its video decodes, and its first
+        // picture is presented there too (composition offset 0), so a player that places
+        // segments by the playlist finds no gap and no overlap at any boundary.
+        let mut p = Packager::new(PackagerConfig::new(Duration::from_millis(333), 2));
+        let mut out = start(&mut p, 1);
+        out.extend(feed(&mut p, 1, 0, 20));
+        let (mut advertised, mut in_segment, mut checked) = (0i64, None::<i64>, 0);
+        let mut first_video = false;
+        for e in &out {
+            match e {
+                Packaged::SegmentStart { .. } => {
+                    in_segment = Some(advertised);
+                    first_video = true;
+                }
+                Packaged::Chunk(c) if first_video => {
+                    if let Some((tfdt, cts)) = video_run(c) {
+                        let start = in_segment.unwrap();
+                        assert!(
+                            (tfdt as i64 - start).abs() <= 100,
+                            "segment advertised at {start}, its video decodes at {tfdt}"
+                        );
+                        assert_eq!(cts, 0, "keyframe at {tfdt} presented {cts} ticks later");
+                        first_video = false;
+                        checked += 1;
+                    }
+                }
+                Packaged::SegmentEnd { duration } => advertised += duration,
+                _ => {}
+            }
+        }
+        assert!(checked >= 9, "{checked} segments checked");
+    }
+
     /// Audio samples per track id in a chunk (walks moof/traf/tfhd/trun).
     fn audio_samples(chunk: &[u8]) -> u32 {
         let be32 =
@@ -1036,13 +1134,14 @@ mod tests {
                 _ => None,
             })
             .sum();
-        // feed() pushes audio up to the last video frame; all of it must come out except the
-        // one frame that arrives before the first keyframe (dropped by design).
+        // feed() pushes audio up to the last video frame; all of it must come out except what
+        // starts before the first keyframe is presented (66.7 ms: the stream starts with its
+        // first picture; dropped by design).
         let pushed = (0..10 * 48_000)
             .step_by(1024)
-            .filter(|s| *s * 1000 / 48_000 <= 299 * 1000 / 30)
+            .filter(|s| *s * 1000 / 48_000 <= 299 * 1000 / 30 && *s >= 6000 * 48_000 / 90_000)
             .count();
-        assert_eq!(emitted as usize, pushed - 1);
+        assert_eq!(emitted as usize, pushed);
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub struct PublishOptions {
     /// Apply `delay_ms` only to alternate runs of this many frames (frames `k·n .. (k+1)·n`
     /// with `k` odd), so one viewing session sees both the true and the delayed latency.
     pub delay_every: Option<u64>,
+    /// Encode as OBS does by default (x264 veryfast, 2 B-frames, no zero-latency tuning:
+    /// frame reordering and lookahead delay) instead of x264's zero-latency tuning.
+    pub obs_like: bool,
 }
 
 impl PublishOptions {
@@ -38,6 +41,7 @@ impl PublishOptions {
             seconds,
             delay_ms: 0,
             delay_every: None,
+            obs_like: false,
         }
     }
 
@@ -89,11 +93,14 @@ pub fn publish(url: &str, o: &PublishOptions) -> std::io::Result<()> {
             "libx264",
             "-preset",
             "veryfast",
-            "-tune",
-            "zerolatency",
             "-profile:v",
             "high",
         ])
+        .args(if o.obs_like {
+            ["-bf", "2"]
+        } else {
+            ["-tune", "zerolatency"]
+        })
         .args([
             "-g",
             &gop,

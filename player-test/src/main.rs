@@ -28,6 +28,9 @@ enum Command {
         size: String,
         #[arg(long, default_value_t = 30)]
         fps: u32,
+        /// Encode as OBS does by default (x264 veryfast, 2 B-frames, no zero-latency tuning).
+        #[arg(long)]
+        obs_like: bool,
     },
     /// Play a stream (multivariant or media playlist) as an LL-HLS player would: ABR, buffer,
     /// stalls, and glass-to-glass latency from the visual clock code when the source has it.
@@ -110,6 +113,7 @@ fn main() -> anyhow::Result<()> {
             duration,
             size,
             fps,
+            obs_like,
         } => {
             let (w, h) = size
                 .split_once('x')
@@ -119,10 +123,9 @@ fn main() -> anyhow::Result<()> {
                 })
                 .ok_or_else(|| anyhow::anyhow!("--size must be WxH, even, 64x64 to 3840x2160"))?;
             anyhow::ensure!((1..=120).contains(&fps), "--fps must be 1..=120");
-            player_test::glass::publish(
-                &url,
-                &player_test::glass::PublishOptions::new(w, h, fps, duration),
-            )?;
+            let mut options = player_test::glass::PublishOptions::new(w, h, fps, duration);
+            options.obs_like = obs_like;
+            player_test::glass::publish(&url, &options)?;
         }
         Command::Watch {
             url,
