@@ -3,7 +3,7 @@
 # CLI, libsrt, srt-tools, curl, openssl, docker-compose for validating deploy/compose.yaml,
 # Chromium for the browser test, promtool (Debian's prometheus) for checking /metrics, Node.js
 # if absent, a C toolchain) and the browser test's npm
-# packages (hls.js, playwright-core; no browser download), then checks formatting, lints, and
+# packages (hls.js, Shaka Player, playwright-core; no browser download), then checks formatting, lints, and
 # runs the whole test suite (unit tests and the integration tests that drive the real binary
 # with the real ffmpeg CLI, and hls.js in headless Chromium).
 set -euo pipefail

@@ -75,7 +75,7 @@ impl Default for Config {
             grace_period: 10.0,
             part_target: 0.333,
             target_duration: 2,
-            window_segments: 6,
+            window_segments: 16,
             rtmp_handshake_timeout: 10.0,
             rtmp_idle_timeout: 10.0,
             ended_linger: 60.0,

@@ -430,6 +430,24 @@ fn video_pauses_while_audio_goes_on() {
 }
 
 #[test]
+fn video_starts_late_audio_does_not_wait() {
+    // The encoder sends its sequence headers at once but its first pictures 3 s after its
+    // audio (a camera that takes a moment): audio starts the stream alone, video joins at its
+    // first keyframe.
+    run(
+        Misbehave::VideoPause {
+            at_ms: 0,
+            for_ms: 3_000,
+        },
+        Expect {
+            discontinuities: 0,
+            gap: Duration::ZERO,
+            pdt_exempt_ms: None,
+        },
+    );
+}
+
+#[test]
 fn audio_pauses_while_video_goes_on() {
     run(
         Misbehave::AudioPause {

@@ -26,8 +26,8 @@ pub enum TsEvent {
 /// Problems that end the connection (most damage is tolerated and only counted).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TsError {
-    #[error("the PMT has no H.264 video stream (stream types: {0:?})")]
-    NoVideo(Vec<u8>),
+    #[error("the PMT has neither H.264 video nor AAC audio (stream types: {0:?})")]
+    NoMedia(Vec<u8>),
     #[error("no PAT/PMT in the first {0} bytes: not an MPEG-TS stream")]
     NotTs(usize),
     #[error("bad H.264 parameter sets: {0}")]
@@ -110,7 +110,7 @@ impl TsDemuxer {
     /// Feeds bytes (any length, any alignment); returns what became complete.
     pub fn push(&mut self, data: &[u8]) -> Result<Vec<TsEvent>, TsError> {
         self.pending.extend_from_slice(data);
-        if self.video_pid.is_none() {
+        if self.video_pid.is_none() && self.audio_pid.is_none() {
             self.before_pmt += data.len();
             if self.before_pmt > MAX_BYTES_BEFORE_PMT {
                 return Err(TsError::NotTs(self.before_pmt));
@@ -204,7 +204,11 @@ impl TsDemuxer {
             first.zip(last).map_or(0, |(a, b)| b - a)
         };
         let audio_ready = self.audio_pid.is_none() || self.aac.is_some();
-        if self.avc.is_some() && (audio_ready || video_span >= MAX_HOLD_TICKS) {
+        let video_ready = self.video_pid.is_none() || self.avc.is_some();
+        // Audio-only programs (radio, podcasts) are released as soon as the AAC config is in.
+        if (self.avc.is_some() && (audio_ready || video_span >= MAX_HOLD_TICKS))
+            || (self.video_pid.is_none() && video_ready && self.aac.is_some())
+        {
             self.holding = false;
             now.append(&mut self.held);
         }
@@ -258,10 +262,10 @@ impl TsDemuxer {
             }
             pos += 5 + es_len;
         }
-        let Some(video) = video else {
-            return Err(TsError::NoVideo(types));
-        };
-        self.video_pid = Some(video);
+        if video.is_none() && audio.is_none() {
+            return Err(TsError::NoMedia(types));
+        }
+        self.video_pid = video;
         self.audio_pid = audio;
         Ok(())
     }
@@ -617,8 +621,8 @@ mod tests {
     }
 
     #[test]
-    fn pmt_without_video_is_an_error() {
-        // PAT → PMT pid 0x1000; PMT lists only an AAC stream.
+    fn pmt_without_media_we_serve_is_an_error() {
+        // PAT → PMT pid 0x1000; PMT lists only an MPEG-2 video stream (type 0x02).
         let mut d = TsDemuxer::default();
         let mut pat = vec![
             0x47, 0x40, 0x00, 0x10, 0x00, 0x00, 0xb0, 0x0d, 0, 1, 0xc1, 0, 0, 0, 1, 0xf0, 0x00,
@@ -627,12 +631,12 @@ mod tests {
         pat.resize(188, 0xff);
         let mut pmt = vec![
             0x47, 0x50, 0x00, 0x10, 0x00, 0x02, 0xb0, 0x12, 0, 1, 0xc1, 0, 0, 0xe1, 0x00, 0xf0,
-            0x00, 0x0f, 0xe1, 0x01, 0xf0, 0x00,
+            0x00, 0x02, 0xe1, 0x01, 0xf0, 0x00,
         ];
         pmt.extend([0u8; 4]);
         pmt.resize(188, 0xff);
         d.push(&pat).unwrap();
-        assert_eq!(d.push(&pmt), Err(TsError::NoVideo(vec![0x0f])));
+        assert_eq!(d.push(&pmt), Err(TsError::NoMedia(vec![0x02])));
     }
 
     #[test]

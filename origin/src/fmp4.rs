@@ -34,11 +34,21 @@ fn write_full_box(
 
 const MATRIX: [u32; 9] = [0x0001_0000, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000];
 
-/// The tracks of one init segment.
+/// The tracks of one init segment: video, audio, or both (an audio-only stream: radio,
+/// podcasts). The packager never builds one with neither.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitConfig {
-    pub video: AvcConfig,
+    pub video: Option<AvcConfig>,
     pub audio: Option<AacConfig>,
+}
+
+impl InitConfig {
+    /// The RFC 6381 CODECS value of these tracks.
+    pub fn codecs(&self) -> String {
+        let v = self.video.as_ref().map(AvcConfig::codec_string);
+        let a = self.audio.as_ref().map(AacConfig::codec_string);
+        v.into_iter().chain(a).collect::<Vec<_>>().join(",")
+    }
 }
 
 /// Writes `ftyp` + `moov` for the given tracks.
@@ -64,7 +74,9 @@ pub fn init_segment(config: &InitConfig) -> Bytes {
             b.put_bytes(0, 24);
             b.put_u32(if config.audio.is_some() { 3 } else { 2 }); // next_track_ID
         });
-        video_trak(b, &config.video);
+        if let Some(video) = &config.video {
+            video_trak(b, video);
+        }
         if let Some(audio) = &config.audio {
             audio_trak(b, audio);
         }
@@ -78,7 +90,9 @@ pub fn init_segment(config: &InitConfig) -> Bytes {
                     b.put_u32(0);
                 });
             };
-            trex(b, VIDEO_TRACK_ID);
+            if config.video.is_some() {
+                trex(b, VIDEO_TRACK_ID);
+            }
             if config.audio.is_some() {
                 trex(b, AUDIO_TRACK_ID);
             }
@@ -335,7 +349,7 @@ mod tests {
     fn init_segment_layout() {
         let aac = AacConfig::parse(Bytes::from_static(&[0x11, 0x90])).unwrap();
         let init = init_segment(&InitConfig {
-            video: avc(),
+            video: Some(avc()),
             audio: Some(aac),
         });
         let boxes = top_level_boxes(&init).unwrap();
@@ -420,7 +434,7 @@ mod tests {
     fn init_segment_golden_digest() {
         let aac = AacConfig::parse(Bytes::from_static(&[0x11, 0x90])).unwrap();
         let init = init_segment(&InitConfig {
-            video: avc(),
+            video: Some(avc()),
             audio: Some(aac),
         });
         assert_eq!(

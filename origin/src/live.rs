@@ -31,7 +31,7 @@ impl Default for OriginConfig {
         OriginConfig {
             part_target: Duration::from_millis(333),
             min_target_duration: 2,
-            window_segments: 6,
+            window_segments: 16,
             ended_linger: Duration::from_secs(60),
         }
     }
@@ -41,6 +41,8 @@ impl Default for OriginConfig {
 #[derive(Debug, Clone, Default)]
 pub struct TrackInfo {
     pub codecs: String,
+    /// The rendition carries video (false: audio only; width, height and frame rate unused).
+    pub has_video: bool,
     pub width: u32,
     pub height: u32,
     pub frame_rate: f64,
@@ -239,8 +241,10 @@ async fn run_packager(
             }
             _ => {}
         }
-        let is_video =
-            matches!(&ev.kind, StreamEventKind::Frame(f) if f.track == media::Track::Video);
+        // Frames whose arrival times the part publish delay is measured from: video, or audio
+        // in an audio-only stream.
+        let is_video = matches!(&ev.kind, StreamEventKind::Frame(f)
+            if f.track == media::Track::Video || packager.video_config().is_none());
         let out = packager.push(ev.generation, &ev.kind, SystemTime::now());
         let now_stats = packager.stats();
         if now_stats != timeline {
@@ -273,14 +277,12 @@ async fn run_packager(
                     Packaged::PartEnd { .. } => closed_parts += 1,
                     Packaged::Init { config, .. } => {
                         let mut info = rendition.info.lock().unwrap_or_else(|e| e.into_inner());
-                        info.codecs = match &config.audio {
-                            Some(a) => {
-                                format!("{},{}", config.video.codec_string(), a.codec_string())
-                            }
-                            None => config.video.codec_string(),
-                        };
-                        info.width = config.video.info.width;
-                        info.height = config.video.info.height;
+                        info.codecs = config.codecs();
+                        info.has_video = config.video.is_some();
+                        if let Some(v) = &config.video {
+                            info.width = v.info.width;
+                            info.height = v.info.height;
+                        }
                     }
                     _ => {}
                 }

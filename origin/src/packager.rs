@@ -390,11 +390,11 @@ impl Packager {
 
     /// Starts the output timeline of this generation so that source time `source90` (90 kHz)
     /// lands at `timeline_end`; emits a new init if the codec configs changed. False without
-    /// a video config (nothing to put in an init segment yet).
+    /// any codec config (nothing to put in an init segment yet).
     fn rebase(&mut self, source90: i64, now: SystemTime) -> bool {
-        let Some(video_cfg) = self.video.clone() else {
+        if self.video.is_none() && self.audio.is_none() {
             return false;
-        };
+        }
         let o = self.timeline_end - source90;
         self.offset = Some(o);
         if let Some(a) = &self.audio {
@@ -403,7 +403,7 @@ impl Packager {
         self.generation_wall = (now, self.timeline_end);
         self.first_audio_wall = None;
         let config = InitConfig {
-            video: video_cfg,
+            video: self.video.clone(),
             audio: self.audio.clone(),
         };
         if self.init.as_ref() != Some(&config) {
@@ -688,6 +688,11 @@ impl Packager {
             self.close_segment();
         } else if end + frame90 - part_start > self.cfg.part_target {
             self.close_part(end);
+            // Segments are whole parts: close it with this part when one more would not fit
+            // (no sliver of a last part).
+            if end - seg_start + self.cfg.part_target / 2 >= seg_target {
+                self.close_segment();
+            }
         }
     }
 
@@ -1023,6 +1028,64 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn an_audio_only_stream_is_packaged_with_parts_cut_on_audio_frames() {
+        let mut p = Packager::new(PackagerConfig::new(Duration::from_millis(333), 2));
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut out = p.push(
+            1,
+            &K::PublisherStarted {
+                peer: "127.0.0.1:1".parse().unwrap(),
+                protocol: media::fanout::Protocol::Rtmp,
+            },
+            t0,
+        );
+        out.extend(p.push(1, &K::Config(CodecConfig::Aac(aac())), t0));
+        // 10 s of AAC frames arriving in real time, no video config ever.
+        for i in 0..(10 * 48_000 / 1024) {
+            let at = t0 + Duration::from_micros(i * 1024 * 1_000_000 / 48_000);
+            out.extend(p.push(1, &audio(i as i64 * 1024), at));
+        }
+        out.extend(p.finish());
+        let init = out.iter().find_map(|e| match e {
+            Packaged::Init { config, .. } => Some(config.clone()),
+            _ => None,
+        });
+        let init = init.expect("no init segment for an audio-only stream");
+        assert!(init.video.is_none() && init.audio.is_some());
+        assert_eq!(init.codecs(), "mp4a.40.2");
+        let target = p.cfg.part_target;
+        let frame = 1024 * TICKS / 48_000;
+        let (mut segments, mut parts_in_seg) = (Vec::new(), Vec::new());
+        for e in &out {
+            match e {
+                Packaged::PartStart { independent } => assert!(independent),
+                Packaged::PartEnd { duration } => {
+                    assert!(*duration <= target, "part of {duration} ticks");
+                    parts_in_seg.push(*duration);
+                }
+                Packaged::SegmentEnd { duration } => {
+                    assert_eq!(*duration, parts_in_seg.iter().sum::<i64>());
+                    segments.push(std::mem::take(&mut parts_in_seg));
+                }
+                _ => {}
+            }
+        }
+        // Whole segments (not the last, cut by the end): whole parts, each within a frame of
+        // the target, about 2 s in all.
+        assert!(segments.len() >= 4, "{} segments", segments.len());
+        for seg in &segments[..segments.len() - 1] {
+            let total: i64 = seg.iter().sum();
+            assert!(
+                (total - 2 * TICKS).abs() <= target / 2,
+                "segment of {total} ticks"
+            );
+            for part in seg {
+                assert!(*part > target - frame, "short part {part} in {seg:?}");
+            }
+        }
     }
 
     /// The video run of a chunk: its tfdt and its first sample's composition offset.

@@ -168,18 +168,24 @@ pub struct Variant {
     pub bandwidth: u64,
     pub average_bandwidth: u64,
     pub codecs: String,
-    pub resolution: (u32, u32),
-    pub frame_rate: f64,
+    /// Video size and frame rate; None for an audio-only rendition (no RESOLUTION).
+    pub video: Option<((u32, u32), f64)>,
 }
 
 pub fn multivariant_playlist(variants: &[Variant]) -> String {
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:6\n");
     for v in variants {
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},CODECS=\"{}\",RESOLUTION={}x{},FRAME-RATE={:.3}",
-            v.bandwidth, v.average_bandwidth, v.codecs, v.resolution.0, v.resolution.1, v.frame_rate
+            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},CODECS=\"{}\"",
+            v.bandwidth, v.average_bandwidth, v.codecs
         );
+        match v.video {
+            Some(((w, h), fps)) => {
+                let _ = writeln!(out, ",RESOLUTION={w}x{h},FRAME-RATE={fps:.3}");
+            }
+            None => out.push('\n'),
+        }
         let _ = writeln!(out, "{}", v.uri);
     }
     out
@@ -198,10 +204,12 @@ mod tests {
             version: 0,
             bytes: Bytes::from_static(b"init"),
             config: crate::fmp4::InitConfig {
-                video: media::AvcConfig::parse(Bytes::from_static(include_bytes!(
-                    "../../media/testdata/avcc_720p_high.bin"
-                )))
-                .unwrap(),
+                video: Some(
+                    media::AvcConfig::parse(Bytes::from_static(include_bytes!(
+                        "../../media/testdata/avcc_720p_high.bin"
+                    )))
+                    .unwrap(),
+                ),
                 audio: None,
             },
         });
@@ -317,12 +325,26 @@ mod tests {
             bandwidth: 3_200_000,
             average_bandwidth: 3_000_000,
             codecs: "avc1.64001f,mp4a.40.2".into(),
-            resolution: (1280, 720),
-            frame_rate: 30.0,
+            video: Some(((1280, 720), 30.0)),
         }]);
         assert_eq!(
             p,
             "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-STREAM-INF:BANDWIDTH=3200000,AVERAGE-BANDWIDTH=3000000,CODECS=\"avc1.64001f,mp4a.40.2\",RESOLUTION=1280x720,FRAME-RATE=30.000\nsource/index.m3u8\n"
+        );
+    }
+
+    #[test]
+    fn an_audio_only_variant_has_no_resolution() {
+        let p = multivariant_playlist(&[Variant {
+            uri: "source/index.m3u8".into(),
+            bandwidth: 140_000,
+            average_bandwidth: 130_000,
+            codecs: "mp4a.40.2".into(),
+            video: None,
+        }]);
+        assert_eq!(
+            p,
+            "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-STREAM-INF:BANDWIDTH=140000,AVERAGE-BANDWIDTH=130000,CODECS=\"mp4a.40.2\"\nsource/index.m3u8\n"
         );
     }
 }

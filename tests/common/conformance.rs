@@ -3,9 +3,9 @@
 //! one stream (publishing is the slow part); each check is its own function and assertion
 //! message, and all broken rules are reported at once.
 //!
-//! Stream: 640x360@30, 1 s GOP, TARGETDURATION 1, PART-TARGET 0.333, a 10-segment window (so
-//! delta updates have something to skip), grace period 8 s (so a stalled stream outlives the
-//! 3 × target duration blocking limit before it ends).
+//! Stream: 640x360@30, 1 s GOP, TARGETDURATION 1, PART-TARGET 0.333, the default live window
+//! (so the checks show delta updates skip segments at the defaults), grace period 8 s (so a
+//! stalled stream outlives the 3 × target duration blocking limit before it ends).
 
 use super::hls::{self, MediaPlaylist};
 use super::{Publisher, Source};
@@ -67,8 +67,7 @@ impl Ctx {
 }
 
 /// The origin config the checks assume (pass it to the server or cluster under test).
-pub const CONFIG: &str =
-    "part_target = 0.333\ntarget_duration = 1\nwindow_segments = 10\ngrace_period = 8.0";
+pub const CONFIG: &str = "part_target = 0.333\ntarget_duration = 1\ngrace_period = 8.0";
 
 /// The publisher the checks assume: 640x360@30, 1 s GOP, 60 s.
 pub fn source() -> Source {

@@ -143,6 +143,8 @@ pub struct Source {
     pub gop: u32,
     pub seconds: f64,
     pub video_bitrate: &'static str,
+    /// No video at all: AAC only (internet radio, a podcast).
+    pub audio_only: bool,
 }
 
 impl Source {
@@ -155,6 +157,7 @@ impl Source {
             gop: 60,
             seconds,
             video_bitrate: "2500k",
+            audio_only: false,
         }
     }
 
@@ -166,12 +169,43 @@ impl Source {
             gop: 60,
             seconds,
             video_bitrate: "800k",
+            audio_only: false,
+        }
+    }
+
+    /// AAC only, 48 kHz stereo: `ffmpeg -f lavfi -i sine … -c:a aac`.
+    pub fn audio(seconds: f64) -> Source {
+        Source {
+            audio_only: true,
+            ..Source::small(seconds)
         }
     }
 
     /// ffmpeg arguments producing this source in real time (input side and codec side).
     pub fn ffmpeg_args(&self) -> Vec<String> {
         let s = |v: &str| v.to_owned();
+        if self.audio_only {
+            return [
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000",
+                "-t",
+                &self.seconds.to_string(),
+                "-c:a",
+                "aac",
+                "-b:a",
+                "96k",
+                "-ac",
+                "2",
+            ]
+            .map(s)
+            .to_vec();
+        }
         vec![
             s("-hide_banner"),
             s("-loglevel"),

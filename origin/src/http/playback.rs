@@ -50,8 +50,9 @@ pub(super) async fn multivariant(
             bandwidth: peak,
             average_bandwidth: avg,
             codecs: info.codecs,
-            resolution: (info.width, info.height),
-            frame_rate: snap_frame_rate(info.frame_rate),
+            video: info
+                .has_video
+                .then(|| ((info.width, info.height), snap_frame_rate(info.frame_rate))),
         });
     }
     if variants.is_empty() {
