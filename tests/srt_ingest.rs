@@ -350,7 +350,7 @@ fn ffmpeg_to(args: &[&str], url: &str) -> Child {
 }
 
 #[test]
-fn silent_caller_garbage_and_audio_only_are_closed() {
+fn silent_caller_garbage_and_unservable_codecs_are_closed() {
     let server = Server::start(&common::config("srt_idle_timeout = 2.0"));
     let url = |key: &str| slt_url(&server, &format!("live/{key}"), "");
     // 1. A caller that connects and never sends anything.
@@ -386,15 +386,16 @@ fn silent_caller_garbage_and_audio_only_are_closed() {
         server.log()
     );
     let _ = garbage.kill();
-    // 3. A PMT without video (audio-only TS).
+    // 3. A PMT with neither H.264 nor AAC (MPEG-1 Layer II audio): refused with the reason.
+    // (AAC alone is an audio-only stream and is served: tests/audio_only.rs.)
     let mut audio_only = ffmpeg_to(
         &[
-            "-f", "lavfi", "-i", "sine", "-t", "4", "-c:a", "aac", "-f", "mpegts",
+            "-f", "lavfi", "-i", "sine", "-t", "4", "-c:a", "mp2", "-f", "mpegts",
         ],
         &srt(common::KEY),
     );
     assert!(
-        wait_log(&server, "no H.264 video stream"),
+        wait_log(&server, "neither H.264 video nor AAC audio"),
         "{}",
         server.log()
     );
