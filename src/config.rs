@@ -29,8 +29,11 @@ pub struct Config {
     /// Seconds a stream stays live after its publisher drops (a reconnect within it continues
     /// the same playlists).
     pub grace_period: f64,
-    /// LL-HLS PART-TARGET in seconds.
-    pub part_target: f64,
+    /// `default` (PART-TARGET 0.333 s, PART-HOLD-BACK 1.0 s) or `lowest` (0.2 s parts under a
+    /// PART-TARGET of 0.21 s, PART-HOLD-BACK 0.63 s). See [`LatencyProfile`].
+    pub latency_profile: LatencyProfile,
+    /// LL-HLS PART-TARGET in seconds [default: the latency profile's]. Use [`Config::part_target`].
+    pub part_target: Option<f64>,
     /// Smallest EXT-X-TARGETDURATION in seconds (raised to the source GOP if longer).
     pub target_duration: u32,
     /// Complete segments kept in memory and listed per rendition.
@@ -73,7 +76,8 @@ impl Default for Config {
             srt_passphrase: None,
             srt_idle_timeout: 10.0,
             grace_period: 10.0,
-            part_target: 0.333,
+            latency_profile: LatencyProfile::Default,
+            part_target: None,
             target_duration: 2,
             window_segments: 16,
             rtmp_handshake_timeout: 10.0,
@@ -83,6 +87,29 @@ impl Default for Config {
             viewer_window: 15.0,
             copy_renditions: Vec::new(),
             streams: Vec::new(),
+        }
+    }
+}
+
+/// A named choice of LL-HLS part size: the latency a player can reach against the requests it
+/// makes (about one playlist reload and one part per PART-TARGET per rendition watched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatencyProfile {
+    /// PART-TARGET 0.333 s: parts of 9-10 frames at 30 fps, 8 at 25; PART-HOLD-BACK 1.0 s.
+    Default,
+    /// Parts of 0.2 s (MediaMTX's default: 6 frames at 29.97/30 fps, 5 at 25, 10 at 50, 12 at
+    /// 59.94/60) under a PART-TARGET of 0.21 s; PART-HOLD-BACK 0.63 s. A target of exactly
+    /// 0.2 s would break the LL-HLS rules at 29.97 fps: 6 frames (0.2002 s) exceed it and
+    /// 5 frames are only 83 % of it (parts must be ≥ 85 %).
+    Lowest,
+}
+
+impl LatencyProfile {
+    pub fn part_target(self) -> f64 {
+        match self {
+            LatencyProfile::Default => 0.333,
+            LatencyProfile::Lowest => 0.21,
         }
     }
 }
@@ -98,14 +125,20 @@ impl Config {
         toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
     }
 
+    /// The PART-TARGET in seconds: `part_target` if set, else the latency profile's.
+    pub fn part_target(&self) -> f64 {
+        self.part_target
+            .unwrap_or_else(|| self.latency_profile.part_target())
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
-        if !(0.1..=2.0).contains(&self.part_target) {
+        if !(0.1..=2.0).contains(&self.part_target()) {
             bail!("part_target must be between 0.1 and 2.0 seconds");
         }
         if !(1..=10).contains(&self.target_duration) {
             bail!("target_duration must be between 1 and 10 seconds");
         }
-        if self.part_target * 2.0 > f64::from(self.target_duration) {
+        if self.part_target() * 2.0 > f64::from(self.target_duration) {
             bail!("part_target must be at most half of target_duration");
         }
         if !(2..=100).contains(&self.window_segments) {
@@ -193,7 +226,7 @@ impl Config {
 
     pub fn origin_config(&self) -> origin::OriginConfig {
         origin::OriginConfig {
-            part_target: secs(self.part_target),
+            part_target: secs(self.part_target()),
             min_target_duration: self.target_duration,
             window_segments: self.window_segments,
             ended_linger: secs(self.ended_linger),
@@ -364,6 +397,17 @@ mod tests {
         assert!(toml::from_str::<EdgeFileConfig>("originn = \"x\"").is_err());
         let c: EdgeFileConfig = toml::from_str("origin = \"ftp://x\"").unwrap();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn the_latency_profile_sets_the_part_target_unless_given() {
+        let c: Config = toml::from_str("latency_profile = \"lowest\"").unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.part_target(), 0.21);
+        assert_eq!(Config::default().part_target(), 0.333);
+        let c: Config = toml::from_str("latency_profile = \"lowest\"\npart_target = 0.25").unwrap();
+        assert_eq!(c.part_target(), 0.25);
+        assert!(toml::from_str::<Config>("latency_profile = \"fastest\"").is_err());
     }
 
     #[test]

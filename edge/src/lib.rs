@@ -431,6 +431,10 @@ async fn live(State(edge): State<Edge>, uri: axum::http::Uri, req_headers: Heade
     if path.len() > 512 || query.is_some_and(|q| q.len() > 1024) || path.contains("..") {
         return plain(StatusCode::BAD_REQUEST, "request too long");
     }
+    // The built-in player page is in the binary: served here, never fetched from the origin.
+    if let Some(r) = media::page::serve(path) {
+        return r.map(AxumBody::from);
+    }
     let key = cache_key(path, query);
     let playlist = path.ends_with(".m3u8");
     let session = query.and_then(session_from_query);

@@ -2,7 +2,8 @@
 //! (H.264 decoder configuration record, AAC AudioSpecificConfig), stream names, keys and session
 //! ids; and the small pieces every stage shares: the stream fan-out ([`fanout`]), the growing
 //! response body ([`body`]), LL-HLS delivery directives ([`directives`]), the CORS policy
-//! ([`http`]), the edge→origin report ([`viewers::Report`]) and a constant-time compare.
+//! ([`http`]), the built-in player page ([`page`]), the edge→origin report
+//! ([`viewers::Report`]) and a constant-time compare.
 //! Parsing is pure; the fan-out and the body use tokio's sync primitives only (no I/O).
 
 mod aac;
@@ -12,6 +13,7 @@ pub mod body;
 pub mod directives;
 pub mod fanout;
 pub mod http;
+pub mod page;
 mod time;
 pub mod viewers;
 

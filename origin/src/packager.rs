@@ -901,35 +901,45 @@ mod tests {
             .collect()
     }
 
+    /// Checks the LL-HLS part rules on `out` (every part ≤ the target, every part but a
+    /// segment's last ≥ 85 % of it, segments = their parts) and returns the segment durations.
+    fn check_parts(out: &[Packaged], target: i64, what: &str) -> Vec<i64> {
+        let mut in_segment = Vec::new();
+        let mut segments = Vec::new();
+        for e in out {
+            match e {
+                Packaged::PartEnd { duration } => in_segment.push(*duration),
+                Packaged::SegmentEnd { duration } => {
+                    assert_eq!(*duration, in_segment.iter().sum::<i64>(), "{what}");
+                    let (last, rest) = in_segment.split_last().unwrap();
+                    assert!(*last <= target, "{what}: last part {last} > {target}");
+                    for d in rest {
+                        assert!(*d <= target, "{what}: part {d} > {target}");
+                        assert!(
+                            *d * 100 >= target * 85,
+                            "{what}: part {d} < 85% of {target}"
+                        );
+                    }
+                    segments.push(*duration);
+                    in_segment.clear();
+                }
+                _ => {}
+            }
+        }
+        segments
+    }
+
     #[test]
     fn parts_respect_part_target_and_segments_follow_gop() {
         let mut p = Packager::new(PackagerConfig::new(Duration::from_millis(333), 2));
         let mut out = start(&mut p, 1);
         out.extend(feed(&mut p, 1, 0, 10));
         let target = p.cfg.part_target;
-        let mut in_segment = Vec::new();
-        let mut segments = 0;
-        for e in &out {
-            match e {
-                Packaged::PartEnd { duration } => in_segment.push(*duration),
-                Packaged::SegmentEnd { duration } => {
-                    segments += 1;
-                    assert_eq!(*duration, in_segment.iter().sum::<i64>());
-                    assert!(
-                        (*duration - 2 * TICKS).abs() < TICKS / 50,
-                        "segment {duration}"
-                    );
-                    let (last, rest) = in_segment.split_last().unwrap();
-                    assert!(*last <= target);
-                    for d in rest {
-                        assert!(*d <= target, "part {d} > {target}");
-                        assert!(*d * 100 >= target * 85, "part {d} < 85% of {target}");
-                    }
-                    in_segment.clear();
-                }
-                _ => {}
-            }
+        let segments = check_parts(&out, target, "30 fps");
+        for d in &segments {
+            assert!((*d - 2 * TICKS).abs() < TICKS / 50, "segment {d}");
         }
+        let segments = segments.len();
         assert_eq!(
             segments, 5,
             "the last segment closes when its last frame arrives"
@@ -949,6 +959,33 @@ mod tests {
         assert!(matches!(out[seg_start - 2], Packaged::PartEnd { .. }));
         assert!(matches!(out[seg_start - 3], Packaged::Chunk(_)));
         assert!(!parts(&out).is_empty());
+    }
+
+    /// Both latency profiles' part targets (0.333 s and 0.21 s) at the common frame rates, with
+    /// RTMP's millisecond timestamps and 2 s GOPs: every part within the LL-HLS rules.
+    #[test]
+    fn part_targets_of_both_profiles_fit_every_common_frame_rate() {
+        for target_ms in [333, 210] {
+            for (num, den) in [
+                (25, 1),
+                (30_000, 1001),
+                (30, 1),
+                (50, 1),
+                (60_000, 1001),
+                (60, 1),
+            ] {
+                let what = format!("PART-TARGET {target_ms} ms at {num}/{den} fps");
+                let mut p = Packager::new(PackagerConfig::new(Duration::from_millis(target_ms), 2));
+                let mut out = start(&mut p, 1);
+                let gop = 2 * num / den; // frames in 2 s
+                for i in 0..(10 * num / den) {
+                    let ms = i * 1000 * den / num;
+                    out.extend(p.push(1, &video(ms, i % gop == 0), SystemTime::UNIX_EPOCH));
+                }
+                let segments = check_parts(&out, p.cfg.part_target, &what);
+                assert!(segments.len() >= 4, "{what}: {segments:?}");
+            }
+        }
     }
 
     #[test]

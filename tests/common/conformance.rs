@@ -11,6 +11,7 @@ use super::hls::{self, MediaPlaylist};
 use super::{Publisher, Source};
 use std::time::{Duration, Instant};
 
+/// The PART-TARGET and TARGETDURATION that [`CONFIG`] gives.
 const PART_TARGET: f64 = 0.333;
 const TD: u64 = 1;
 
@@ -24,6 +25,9 @@ struct Ctx {
     media: String,
     failures: Vec<String>,
     playlists: Vec<MediaPlaylist>,
+    /// The PART-TARGET and TARGETDURATION the server was configured with.
+    part_target: f64,
+    td: u64,
 }
 
 impl Ctx {
@@ -104,6 +108,8 @@ pub async fn check_renditions(base: &str, publisher: &mut Publisher, ids: &[&str
             media: format!("{base}/live/cam/{id}/index.m3u8"),
             failures: Vec::new(),
             playlists: Vec::new(),
+            part_target: PART_TARGET,
+            td: TD,
         })
         .collect();
     multivariant_attributes(&mut ctxs[0], &master);
@@ -138,6 +144,18 @@ pub async fn check_renditions(base: &str, publisher: &mut Publisher, ids: &[&str
 /// against rendition `rendition` of stream `cam` at `base`: run after a timeline event to
 /// show the stream is conformant again. Returns the broken rules.
 pub async fn check_live(base: &str, rendition: &str) -> Vec<String> {
+    check_live_at(base, rendition, PART_TARGET, TD, 0).await
+}
+
+/// [`check_live`] for a server configured with another PART-TARGET and TARGETDURATION, once
+/// the playlist lists `segments` complete segments (waited for, bounded).
+pub async fn check_live_at(
+    base: &str,
+    rendition: &str,
+    part_target: f64,
+    td: u64,
+    segments: usize,
+) -> Vec<String> {
     let mut ctx = Ctx {
         base: base.to_owned(),
         c: hls::client(),
@@ -146,7 +164,12 @@ pub async fn check_live(base: &str, rendition: &str) -> Vec<String> {
         media: format!("{base}/live/cam/{rendition}/index.m3u8"),
         failures: Vec::new(),
         playlists: Vec::new(),
+        part_target,
+        td,
     };
+    if segments > 0 {
+        window_full(&mut ctx, segments).await;
+    }
     live_checks(&mut ctx).await;
     fixed_values_never_change(&mut ctx);
     ctx.failures
@@ -219,23 +242,23 @@ async fn server_control_and_part_inf(ctx: &mut Ctx) {
     let (_, pl, _, _) = ctx.playlist("").await;
     ctx.check(
         "EXT-X-PART-INF PART-TARGET",
-        (pl.part_target - PART_TARGET).abs() < 1e-9,
+        (pl.part_target - ctx.part_target).abs() < 1e-9,
         pl.part_target,
     );
     ctx.check("CAN-BLOCK-RELOAD=YES", pl.can_block_reload, &pl.text);
     ctx.check(
         "PART-HOLD-BACK = 3 × PART-TARGET",
-        (pl.part_hold_back - 3.0 * PART_TARGET).abs() < 0.002,
+        (pl.part_hold_back - 3.0 * ctx.part_target).abs() < 0.002,
         pl.part_hold_back,
     );
     ctx.check(
         "CAN-SKIP-UNTIL = 6 × TARGETDURATION",
-        (pl.can_skip_until - 6.0 * TD as f64).abs() < 1e-9,
+        (pl.can_skip_until - 6.0 * ctx.td as f64).abs() < 1e-9,
         pl.can_skip_until,
     );
     ctx.check(
         "EXT-X-TARGETDURATION",
-        pl.target_duration == TD,
+        pl.target_duration == ctx.td,
         pl.target_duration,
     );
     ctx.check("preload hint present", pl.preload_hint.is_some(), &pl.text);
@@ -336,8 +359,10 @@ async fn advance_limits_give_400(ctx: &mut Ctx) {
         status,
     );
     let (msn, part) = pl.next_part();
+    // The Advance Part Limit is 3 / PART-TARGET parts past the last one.
+    let beyond = (3.0 / ctx.part_target).ceil() as usize + 2;
     let (status, _, _, _) = ctx
-        .playlist(&format!("_HLS_msn={msn}&_HLS_part={}", part + 12))
+        .playlist(&format!("_HLS_msn={msn}&_HLS_part={}", part + beyond))
         .await;
     ctx.check(
         "400 for _HLS_part beyond the advance part limit",
@@ -420,7 +445,7 @@ async fn preload_hint_is_streamed_while_written(ctx: &mut Ctx) {
         );
         ctx.check(
             "hinted part request answered at once",
-            headers_at < Duration::from_millis(PART_TARGET as u64 * 1000 + 500),
+            headers_at < Duration::from_millis((ctx.part_target * 1000.0) as u64 + 500),
             format!("{headers_at:?}"),
         );
     }
@@ -439,13 +464,13 @@ async fn parts_and_segments_durations(ctx: &mut Ctx) {
             let last_in_segment = i + 1 == n && s.uri.is_some();
             ctx.check(
                 "part duration ≤ PART-TARGET",
-                p.duration <= PART_TARGET + 1e-6,
+                p.duration <= ctx.part_target + 1e-6,
                 format!("{} = {}", p.uri, p.duration),
             );
             if !last_in_segment && !p.independent {
                 ctx.check(
                     "non-final, non-independent part ≥ 85 % of PART-TARGET",
-                    p.duration >= 0.85 * PART_TARGET - 1e-6,
+                    p.duration >= 0.85 * ctx.part_target - 1e-6,
                     format!("{} = {}", p.uri, p.duration),
                 );
             }
@@ -675,7 +700,7 @@ async fn blocked_request_times_out_with_503(ctx: &mut Ctx) {
     let (status, _, _, took) = ctx
         .playlist(&format!("_HLS_msn={msn}&_HLS_part={part}"))
         .await;
-    let limit = Duration::from_secs(3 * TD);
+    let limit = Duration::from_secs(3 * ctx.td);
     ctx.check(
         "503 after 3 × target duration",
         status == 503

@@ -138,7 +138,8 @@ impl Drop for Server {
 pub struct Source {
     pub width: u32,
     pub height: u32,
-    pub fps: u32,
+    /// Frame rate as ffmpeg takes it: `30`, `30000/1001`.
+    pub fps: &'static str,
     /// Keyframe interval in frames.
     pub gop: u32,
     pub seconds: f64,
@@ -153,7 +154,7 @@ impl Source {
         Source {
             width: 1280,
             height: 720,
-            fps: 30,
+            fps: "30",
             gop: 60,
             seconds,
             video_bitrate: "2500k",
@@ -165,7 +166,7 @@ impl Source {
         Source {
             width: 640,
             height: 360,
-            fps: 30,
+            fps: "30",
             gop: 60,
             seconds,
             video_bitrate: "800k",

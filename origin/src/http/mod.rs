@@ -5,6 +5,7 @@
 //!   `_HLS_skip`), `init.mp4`, `init-{v}.mp4`, `{msn}.{part}.m4s`, `{msn}.m4s`
 //! - [`api`]: `GET /api/streams`, `GET /api/edges`, `POST /api/edges/report`
 //! - [`director`]: `GET /watch/{name}` sends a new viewer to an edge
+//! - the built-in player page, `GET /live/{name}/` ([`media::page`], shared with the edges)
 //!
 //! `/metrics` is not here: the binary merges its registry's route into [`router`].
 
@@ -42,6 +43,9 @@ pub(crate) const PART_IDLE: Duration = Duration::from_secs(30);
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/live/{name}/index.m3u8", get(playback::multivariant))
+        .route("/live/{name}", get(player_page))
+        .route("/live/{name}/", get(player_page))
+        .route("/live/.player/{file}", get(player_page))
         .route(
             "/live/{name}/{rendition}/{file}",
             get(playback::rendition_file),
@@ -90,6 +94,7 @@ async fn count_responses(State(state): State<AppState>, req: Request, next: Next
                 "segment"
             }
         }
+        Some("/live/{name}") | Some("/live/{name}/") | Some("/live/.player/{file}") => "page",
         Some("/metrics") => "metrics",
         Some("/api/streams") | Some("/api/edges") => "api",
         Some("/api/edges/report") => "edge_report",
@@ -116,6 +121,13 @@ async fn count_responses(State(state): State<AppState>, req: Request, next: Next
         status = resp.status().as_u16()
     );
     resp
+}
+
+async fn player_page(uri: axum::http::Uri) -> Response {
+    match media::page::serve(uri.path()) {
+        Some(r) => r.map(axum::body::Body::from),
+        None => plain(StatusCode::NOT_FOUND, "not found"),
+    }
 }
 
 pub(crate) fn plain(status: StatusCode, msg: &str) -> Response {
