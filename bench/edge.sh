@@ -4,9 +4,10 @@
 #      origin, same load tool (wrk, keep-alive), same objects → requests/s ratio;
 #  (b) origin requests per 1000 viewers (the coalescing ratio), with 1000 LL-HLS viewers from
 #      `ferrocast-player load` on one edge;
-#  (c) edge memory per 1000 viewers.
+#  (c) edge memory per 1000 viewers, requests/s per viewer, edge CPU and viewers per edge core
+#      at the origin's latency profile (`--profile lowest`: 0.2 s parts).
 #
-#   bench/edge.sh [--viewers N] [--duration SECONDS]
+#   bench/edge.sh [--viewers N] [--duration SECONDS] [--profile default|lowest] [--load-only]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()

@@ -58,13 +58,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--viewers", type=int, default=1000)
     ap.add_argument("--duration", type=int, default=20)
+    ap.add_argument("--profile", choices=["default", "lowest"], default="default",
+                    help="the origin's latency_profile (lowest: 0.2 s parts, more requests per viewer)")
+    ap.add_argument("--load-only", action="store_true", help="skip the wrk throughput comparison")
     args = ap.parse_args()
     src = source(80)
     tmp = nginx_dirs("cache")
     procs = []
     try:
         # A long window keeps the benchmarked objects at the origin for the whole run.
-        origin, addrs, origin_tmp = start_server(["bench-key-0001"], extra="window_segments = 60\n")
+        origin, addrs, origin_tmp = start_server(["bench-key-0001"], extra=f'window_segments = 60\nlatency_profile = "{args.profile}"\n')
         procs.append(origin)
         rtmp, ohttp = addrs["rtmp"], addrs["http"]
         procs.append(publish(src, f"rtmp://{rtmp}/live/bench-key-0001"))
@@ -136,7 +139,7 @@ http {{
             assert r.headers.get("x-cache") == "hit", f"the edge did not cache {obj}: {r.headers}"
         results["sizes"] = {obj: lens.pop() for obj, lens in sizes.items()}
         print("cached-object throughput, wrk -t1 -c64, 2 rounds each ...", flush=True)
-        for obj, label in ((part, "part"), (seg, "segment")):
+        for obj, label in () if args.load_only else ((part, "part"), (seg, "segment")):
             rounds = {"edge": [], "nginx": []}
             for _ in range(2):
                 rounds["edge"].append(wrk(f"http://{ehttp}/live/s0/source/{obj}", 8))
@@ -144,7 +147,8 @@ http {{
             results["throughput"][label] = {k: max(v) for k, v in rounds.items()}
         # Coalescing and memory under LL-HLS viewers.
         m0 = http_total(get(f"http://{ohttp}/metrics"))
-        _, rss0 = proc_cpu_rss(edge.pid)
+        cpu0, rss0 = proc_cpu_rss(edge.pid)
+        t0 = time.time()
         print(f"{args.viewers} LL-HLS viewers on the edge for {args.duration}s ...", flush=True)
         load = subprocess.Popen([PLAYER, "load", f"http://{ehttp}/live/s0/source/index.m3u8",
                                  "--viewers", str(args.viewers), "--duration", str(args.duration), "--json"],
@@ -154,6 +158,8 @@ http {{
             time.sleep(0.5)
             rss_max = max(rss_max, proc_cpu_rss(edge.pid)[1])
         report = json.loads(load.stdout.read())
+        cpu1, _ = proc_cpu_rss(edge.pid)
+        edge_cores = (cpu1 - cpu0) / (time.time() - t0)
         m1 = http_total(get(f"http://{ohttp}/metrics"))
         origin_requests = m1 - m0 - 1  # minus our own /metrics scrape
         results["load"] = report
@@ -162,6 +168,9 @@ http {{
         results["edge_rss_before_mib"] = rss0 / 2**20
         results["edge_rss_max_mib"] = rss_max / 2**20
         results["edge_mib_per_1000_viewers"] = (rss_max - rss0) / 2**20 * 1000 / args.viewers
+        results["profile"] = args.profile
+        results["edge_cpu_cores"] = edge_cores
+        results["viewers_per_edge_core"] = args.viewers / edge_cores if edge_cores > 0 else None
     finally:
         for p in reversed(procs):
             p.send_signal(signal.SIGTERM)
@@ -186,6 +195,9 @@ http {{
     print(f"{r['viewers']} viewers: {r['requests_per_second']:.0f} req/s at the edge, {r['errors']} errors; "
           f"origin saw {results['origin_requests']} requests "
           f"({results['origin_requests_per_1000_viewers']:.0f} per 1000 viewers over {args.duration}s)")
+    print(f"latency profile {results['profile']}: {r['requests_per_second'] / r['viewers']:.1f} requests/s per viewer; "
+          f"edge CPU {results['edge_cpu_cores']:.2f} cores → {results['viewers_per_edge_core'] or 0:.0f} viewers per edge core "
+          f"(the load tool shares the machine)")
     print(f"edge RSS {results['edge_rss_before_mib']:.1f} → {results['edge_rss_max_mib']:.1f} MiB "
           f"({results['edge_mib_per_1000_viewers']:.1f} MiB per 1000 viewers); load tool CPU {r['cpu_cores']:.2f} cores")
     print("targets: throughput ratio ≥ 1.0 vs nginx; one origin fetch per object per edge regardless of viewers")

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Glass-to-glass latency benchmark (not a test): publish → origin → edge → player for 60 s at
-# the default PART-TARGET, with the Rust player and with hls.js in headless Chromium, reading
-# the visual clock code of every frame; then the same source through nginx-rtmp's classic HLS
-# with the same hls.js page, side by side on this machine. Reports p50/p95/max and stalls;
+# Glass-to-glass latency benchmark (not a test): publish → origin → edge → player, reading the
+# visual clock code of every frame, in one run: the Rust player and plain hls.js at the default
+# profile; the built-in player page (/live/NAME/) at the default and the lowest-latency profile,
+# each with a zerolatency and an OBS-like (B-frames) source; then the same source through
+# nginx-rtmp's classic HLS with the plain hls.js page, side by side on this machine. Reports
+# p50/p95/max, capture → PDT vs PDT → shown, stalls and the page's targets (MET/MISSED);
 # writes bench/out/latency.json and screenshots.
 #
-#   bench/latency.sh [--duration SECONDS] [--no-peer]
+#   bench/latency.sh [--duration SECONDS] [--size WxH] [--no-peer] [--page-only]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()

@@ -1,6 +1,7 @@
 //! The browser tests: Debian's Chromium, headless, driven by playwright-core, plays the stream
-//! with real web players from npm (served locally, so the stream is cross-origin): hls.js and
-//! Shaka Player, both in low-latency mode. The source carries the visual clock code, so the
+//! with real web players: Shaka Player from npm (served locally, so the stream is
+//! cross-origin) and the server's own built-in page (hls.js, vendored in the binary), both in
+//! low-latency mode. The source carries the visual clock code, so the
 //! page reads capture → presentation latency from every presented frame, beside the player's
 //! own latency estimate; stalls and seeks after the first frame are counted.
 //!
@@ -12,7 +13,7 @@
 
 mod common;
 
-use common::{hls, Cluster};
+use common::{hls, Cluster, Publisher, Source};
 use player_test::glass::{self, PublishOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -71,6 +72,30 @@ fn play(player: &str, url: &str, secs: u32, screenshot: Option<&Path>) -> serde_
     r
 }
 
+/// A cluster of an origin and one edge, with the test publisher sending `o` over RTMP and
+/// the stream up on the origin.
+fn cluster_with_publisher(
+    o: PublishOptions,
+) -> (Cluster, std::thread::JoinHandle<std::io::Result<()>>) {
+    let cluster = Cluster::start(1, &common::config(""), &[]);
+    let url = cluster.rtmp_url(common::KEY);
+    let publisher = std::thread::spawn(move || glass::publish(&url, &o));
+    common::runtime().block_on(hls::wait_stream(
+        &hls::client(),
+        &cluster.origin_base(),
+        "cam",
+    ));
+    // A viewer arriving at a stream that is already running.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    (cluster, publisher)
+}
+
+/// 0 stalls and 0 seeks after the first frame: a gap jump at a segment boundary is a seek.
+fn assert_smooth(r: &serde_json::Value, via: &str) {
+    assert_eq!(r["stalls"]["count"], 0, "stalled via {via}: {r}");
+    assert_eq!(r["seeks"], 0, "jumped via {via}: {r}");
+}
+
 /// What every player must show: no fatal error, frames decoded and presented with a readable
 /// clock code, a sane latency, the player's own latency estimate, LL-HLS parts loaded.
 fn assert_played(r: &serde_json::Value, secs: u64) {
@@ -100,64 +125,91 @@ fn assert_played(r: &serde_json::Value, secs: u64) {
     );
 }
 
+/// Shaka Player 4.x in low-latency mode, then the built-in page (hls.js with catch-up), each
+/// from the origin and through an edge, with the source OBS sends by default (B-frames, no
+/// zero-latency tuning): 60 s each without a stall and without a seek after the start.
 #[test]
-fn hls_js_plays_through_an_edge_in_headless_chromium() {
+fn shaka_and_the_built_in_page_play_a_b_frame_source_without_stalls_from_origin_and_edge() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let cluster = Cluster::start(1, &common::config(""), &[]);
-    let url = cluster.rtmp_url(common::KEY);
-    let publisher =
-        std::thread::spawn(move || glass::publish(&url, &PublishOptions::new(640, 360, 30, 52.0)));
-    common::runtime().block_on(hls::wait_stream(
-        &hls::client(),
-        &cluster.origin_base(),
-        "cam",
-    ));
-    // A viewer arriving at a stream that is already running.
-    std::thread::sleep(std::time::Duration::from_secs(4));
-    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-hlsjs.png");
-    let stream = format!("{}/live/cam/index.m3u8", cluster.edge_base(0));
-    let r = play("hlsjs", &stream, 30, Some(&shot));
-    publisher.join().unwrap().unwrap();
-    assert_played(&r, 30);
+    let mut o = PublishOptions::new(640, 360, 30, 290.0);
+    o.obs_like = true;
+    let (cluster, publisher) = cluster_with_publisher(o);
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-page.png");
+    let mut reports = Vec::new();
+    for base in [cluster.origin_base(), cluster.edge_base(0)] {
+        let r = play("shaka", &format!("{base}/live/cam/index.m3u8"), 60, None);
+        reports.push((format!("Shaka via {base}"), r));
+    }
+    for base in [cluster.origin_base(), cluster.edge_base(0)] {
+        let r = play("page", &format!("{base}/live/cam/"), 60, Some(&shot));
+        reports.push((format!("the built-in page via {base}"), r));
+    }
+    drop(cluster);
+    let _ = publisher.join();
+    for (via, r) in &reports {
+        eprintln!(
+            "{via}: glass-to-glass p50 {} ms p95 {} ms (capture→PDT {} ms, PDT→shown {} ms), \
+             player latency p50 {} s, stalls {}, seeks {}",
+            r["latencyMs"]["p50"],
+            r["latencyMs"]["p95"],
+            r["captureToPdtMs"]["p50"],
+            r["pdtToShownMs"]["p50"],
+            r["playerLatencyS"]["p50"],
+            r["stalls"]["count"],
+            r["seeks"]
+        );
+        assert_played(r, 60);
+        assert_smooth(r, via);
+    }
+    let page = &reports[3].1;
+    assert!(
+        page["player"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("ferrocast page (hls.js) 1."),
+        "not the built-in page's hls.js: {page}"
+    );
+    assert!(
+        page["pdtToShownMs"]["samples"].as_u64().unwrap() > 0,
+        "the page gave no program date-time: {page}"
+    );
     assert!(
         std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000),
         "no screenshot"
     );
 }
 
-/// Shaka Player 4.x in low-latency mode, from the origin and through an edge, with the source
-/// OBS sends by default (B-frames, no zero-latency tuning): 60 s each without a stall and
-/// without a seek after the start (a gap jump at a segment boundary is a seek).
+/// Internet radio: an AAC-only RTMP publish played by the built-in page through an edge.
 #[test]
-fn shaka_plays_a_b_frame_source_without_stalls_from_origin_and_edge() {
+fn the_built_in_page_plays_an_audio_only_stream_through_an_edge() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let cluster = Cluster::start(1, &common::config(""), &[]);
-    let url = cluster.rtmp_url(common::KEY);
-    let publisher = std::thread::spawn(move || {
-        let mut o = PublishOptions::new(640, 360, 30, 150.0);
-        o.obs_like = true;
-        glass::publish(&url, &o)
-    });
+    let _publisher = Publisher::rtmp(&cluster.rtmp_url(common::KEY), &Source::audio(40.0));
     common::runtime().block_on(hls::wait_stream(
         &hls::client(),
         &cluster.origin_base(),
         "cam",
     ));
-    std::thread::sleep(std::time::Duration::from_secs(4));
-    let mut reports = Vec::new();
-    for base in [cluster.origin_base(), cluster.edge_base(0)] {
-        let r = play("shaka", &format!("{base}/live/cam/index.m3u8"), 60, None);
-        reports.push((base, r));
-    }
-    publisher.join().unwrap().unwrap();
-    for (base, r) in &reports {
-        eprintln!(
-            "Shaka via {base}: glass-to-glass p50 {} ms p95 {} ms, player latency p50 {} s, stalls {}, seeks {}",
-            r["latencyMs"]["p50"], r["latencyMs"]["p95"], r["playerLatencyS"]["p50"],
-            r["stalls"]["count"], r["seeks"]
-        );
-        assert_played(r, 60);
-        assert_eq!(r["stalls"]["count"], 0, "Shaka stalled via {base}: {r}");
-        assert_eq!(r["seeks"], 0, "Shaka jumped via {base}: {r}");
-    }
+    let secs = 20;
+    let r = play(
+        "page",
+        &format!("{}/live/cam/", cluster.edge_base(0)),
+        secs,
+        None,
+    );
+    assert_eq!(r["fatalErrors"], 0, "player errors: {}", r["errors"]);
+    assert_eq!(r["audioOnly"], true, "{r}");
+    let played = r["mediaTimeS"].as_f64().unwrap();
+    let ttff = r["ttffMs"].as_f64().unwrap_or(f64::MAX) / 1000.0;
+    assert!(
+        played >= f64::from(secs) - ttff - 3.0,
+        "only {played} s of audio played in {secs} s (first audio after {ttff} s): {r}"
+    );
+    assert!(r["parts"].as_u64().unwrap() > 0, "no LL-HLS parts: {r}");
+    assert!(r["playerLatencyS"]["samples"].as_u64().unwrap() > 0, "{r}");
+    assert!(
+        r["renditions"]["audio"].is_u64(),
+        "not the audio rendition: {r}"
+    );
+    assert_smooth(&r, "the edge");
 }

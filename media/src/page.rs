@@ -107,7 +107,7 @@ mod tests {
             .unwrap()
             .to_owned();
         assert!(page_js.contains("lowLatencyMode: true"));
-        assert!(page_js.contains("maxLiveSyncPlaybackRate: 1.5"));
+        assert!(page_js.contains("MAX_RATE = 1.5"));
 
         for other in [
             "/live/cam-1/index.m3u8",

@@ -34,9 +34,14 @@
 //! - A hole in the output (nothing at all for more than [`GAP`]) marks the next segment as a
 //!   discontinuity; a segment never spans it.
 //! - EXT-X-PROGRAM-DATE-TIME is the wall clock at the generation's first frame plus media
-//!   time; when that drifts more than [`DRIFT`] from the wall clock at ingest (ahead at all,
-//!   or behind without catching up, as a slow clock does; a burst after a stall catches up and
-//!   is left alone) the segment is re-anchored to the wall clock, logged and counted.
+//!   time. No frame can have been captured after it arrived, so a frame that arrives more than
+//!   [`EARLY`] before the time its PDT would say moves the anchor back to its arrival, from the
+//!   next segment on: encoders start with a burst (x264 and the pipe from the capture deliver
+//!   the first frame late and the following ones on time), and without this the whole stream's
+//!   PDT would sit that much in the future, hiding that much latency from every player. When
+//!   the PDT falls behind the wall clock by more than [`DRIFT`] without catching up, as a slow
+//!   clock does (a burst after a stall catches up and is left alone), the segment is
+//!   re-anchored to the wall clock. Both are logged and counted.
 
 use crate::fmp4::{self, InitConfig, Sample, TrackRun, AUDIO_TRACK_ID, VIDEO_TRACK_ID};
 use bytes::Bytes;
@@ -59,6 +64,15 @@ pub const VIDEO_LATE: Duration = Duration::from_secs(1);
 /// PDT drift from the wall clock (seconds) beyond which segments are re-anchored (half the
 /// 1 s that players' latency targeting and our glass-to-glass figures can tolerate).
 pub const DRIFT: f64 = 0.5;
+/// A frame arriving this much earlier than its PDT moves the PDT anchor back (arrival jitter
+/// below it leaves the PDT alone, so consecutive segments' PDTs stay contiguous).
+pub const EARLY: Duration = Duration::from_millis(100);
+
+/// 90 kHz ticks as a duration (0 if negative).
+fn ticks_to_duration(t: i64) -> Duration {
+    let nanos = u128::from(t.max(0).unsigned_abs()) * 1_000_000_000 / TICKS as u128;
+    Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+}
 
 /// What the packager did about the publisher's timeline (monotonic counters).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -374,6 +388,27 @@ impl Packager {
         match self.pos {
             Some((p, _)) if p >= t => {}
             _ => self.pos = Some((t, now)),
+        }
+        self.settle_anchor(t, now);
+    }
+
+    /// A frame at output time `t` that arrives [`EARLY`] or more before the wall clock its PDT
+    /// implies proves the anchor late: the anchor moves to this arrival (see the module docs).
+    fn settle_anchor(&mut self, t: i64, now: SystemTime) {
+        let (wall, at) = self.generation_wall;
+        if t < at {
+            return;
+        }
+        let implied = wall + ticks_to_duration(t - at);
+        if let Ok(early) = implied.duration_since(now) {
+            if early >= EARLY {
+                tracing::info!(
+                    early_ms = early.as_millis() as u64,
+                    "program date-time moved back: frames arrive earlier than the first one did"
+                );
+                self.stats.reanchors += 1;
+                self.generation_wall = (now, t);
+            }
         }
     }
 
@@ -778,16 +813,15 @@ impl Packager {
             self.pending_discontinuity = true; // a hole in the output
         }
         let (mut wall, mut at) = self.generation_wall;
-        let mut since = Duration::from_nanos(
-            ((d - at).max(0) as u64).saturating_mul(1_000_000_000 / TICKS as u64),
-        );
+        let mut since = ticks_to_duration(d - at);
         let pdt = wall + since;
         let drift = match pdt.duration_since(now) {
             Ok(ahead) => ahead.as_secs_f64(),
             Err(behind) => -behind.duration().as_secs_f64(),
         };
-        // Ahead of the wall clock at all, or behind it without catching up since the last
-        // segment (a slow clock), beyond the bound: re-anchor. A burst after a stall catches up.
+        // Ahead of the wall clock (settle_anchor keeps it from being so by more than EARLY), or
+        // behind it without catching up since the last segment (a slow clock), beyond the
+        // bound: re-anchor. A burst after a stall catches up.
         if drift > DRIFT || (drift < -DRIFT && drift < self.drift + 0.25) {
             tracing::warn!(
                 drift_secs = drift,
@@ -877,6 +911,17 @@ mod tests {
     /// Feeds `secs` of 30 fps video (GOP 2 s, RTMP-style millisecond timestamps) with 48 kHz
     /// audio, starting at `t0_ms`.
     fn feed(p: &mut Packager, generation: u64, t0_ms: i64, secs: i64) -> Vec<Packaged> {
+        feed_arriving(p, generation, t0_ms, secs, |_| SystemTime::UNIX_EPOCH)
+    }
+
+    /// [`feed`] with each frame arriving at `arrival(its media time in ms)`.
+    fn feed_arriving(
+        p: &mut Packager,
+        generation: u64,
+        t0_ms: i64,
+        secs: i64,
+        arrival: impl Fn(i64) -> SystemTime,
+    ) -> Vec<Packaged> {
         let mut out = Vec::new();
         let frames = secs * 30;
         let mut next_audio = 0i64;
@@ -884,12 +929,60 @@ mod tests {
             let ms = t0_ms + i * 1000 / 30;
             while next_audio * 1000 / 48_000 <= i * 1000 / 30 {
                 let a = t0_ms * 48 + next_audio;
-                out.extend(p.push(generation, &audio(a), SystemTime::UNIX_EPOCH));
+                out.extend(p.push(generation, &audio(a), arrival(a / 48)));
                 next_audio += 1024;
             }
-            out.extend(p.push(generation, &video(ms, i % 60 == 0), SystemTime::UNIX_EPOCH));
+            out.extend(p.push(generation, &video(ms, i % 60 == 0), arrival(ms)));
         }
         out
+    }
+
+    /// An encoder's start-up burst: the first 200 ms of frames arrive together, 450 ms after
+    /// the first was captured; the rest on time (±30 ms). The first segment's PDT is the late arrival (nothing better is known yet);
+    /// from the second on, no segment's PDT is after its first frame's arrival, and jitter
+    /// below EARLY moves nothing.
+    #[test]
+    fn program_date_time_follows_the_earliest_arrival_not_a_late_first_frame() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let arrival = |ms: i64| {
+            let late = if ms < 200 { 450 - ms.min(450) } else { 0 };
+            let jitter = (ms * 7919) % 61 - 30;
+            t + Duration::from_millis((ms + late + jitter).max(0) as u64)
+        };
+        let mut p = Packager::new(PackagerConfig::new(Duration::from_millis(333), 1));
+        start(&mut p, 1);
+        let mut out = feed_arriving(&mut p, 1, 0, 1, arrival);
+        let settled = p.stats().reanchors;
+        assert!(settled >= 1, "the burst moved nothing");
+        out.extend(feed_arriving(&mut p, 1, 1000, 9, arrival));
+        let pdts: Vec<(SystemTime, i64)> = out
+            .iter()
+            .filter_map(|e| match e {
+                Packaged::SegmentStart {
+                    program_date_time,
+                    start,
+                    ..
+                } => Some((*program_date_time, *start)),
+                _ => None,
+            })
+            .collect();
+        assert!(pdts.len() >= 4, "{pdts:?}");
+        let ms = |d: Duration| d.as_millis() as i64;
+        assert!((ms(pdts[0].0.duration_since(t).unwrap()) - 450).abs() <= 30);
+        for (pdt, start) in &pdts[1..] {
+            let media_ms = (start - pdts[0].1) * 1000 / TICKS;
+            let arrived = arrival(media_ms);
+            let early = ms(arrived.duration_since(*pdt).unwrap_or_default());
+            assert!(
+                *pdt <= arrived + EARLY,
+                "PDT after arrival at {media_ms} ms"
+            );
+            assert!(
+                early <= 100,
+                "PDT {early} ms before arrival at {media_ms} ms"
+            );
+        }
+        assert_eq!(p.stats().reanchors, settled, "jitter moved the PDT");
     }
 
     fn parts(out: &[Packaged]) -> Vec<i64> {

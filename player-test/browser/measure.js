@@ -2,14 +2,18 @@
 // before its own scripts run. It watches the page's <video> and keeps what it sees in
 // window.__stats: the visual clock code of every presented frame (capture → presentation
 // latency), decoded/dropped frames, stalls, seeks after the start, and whatever the page's
-// player reports through window.__player ({name, version, latency(), rendition()}) and
-// window.__stats.errors.
+// player reports through window.__player ({name, version, latency(), rendition(), and
+// optionally pdt(): the program date-time of the picture shown, Unix ms}) and
+// window.__stats.errors. With pdt(), each frame's latency splits into capture → PDT (the
+// encoder, the uplink and ingest) and PDT → shown (packaging, delivery, the player's buffer).
+// An audio-only stream has no frames: time to first audio and the media time played stand in.
 (function () {
   const t0 = performance.now();
   const stats = window.__stats = {
     ttffMs: null, visualLatencyMs: [], unreadable: 0, playerLatency: [], errors: [],
     stalls: [], seeks: 0, seekTimes: [], renditions: {}, partsLoaded: 0, segmentsLoaded: 0,
-    decodedFrames: 0, droppedFrames: 0,
+    decodedFrames: 0, droppedFrames: 0, pdtLatencyMs: [], captureToPdtMs: [],
+    mediaTimeS: 0, audioOnly: null, rates: [],
   };
 
   // The clock code (player-test/src/clock.rs): a 16x4 grid of cells in the top
@@ -58,6 +62,14 @@
       if (stats.ttffMs === null) stats.ttffMs = performance.now() - t0;
       const code = readCode(video);
       if (code === null) stats.unreadable++; else stats.visualLatencyMs.push(Math.round(shown - code));
+      const p = window.__player;
+      const at = p && p.pdt ? p.pdt() : null;
+      if (Number.isFinite(at) && at > 0) {
+        // pdt() is for the element's current time; this frame is at meta.mediaTime.
+        const pdt = at + (meta.mediaTime - video.currentTime) * 1000;
+        stats.pdtLatencyMs.push(Math.round(shown - pdt));
+        if (code !== null) stats.captureToPdtMs.push(Math.round(pdt - code));
+      }
       video.requestVideoFrameCallback(onFrame);
     }
     video.requestVideoFrameCallback(onFrame);
@@ -72,6 +84,12 @@
     video.addEventListener('seeking', () => {
       if (stats.ttffMs !== null) { stats.seeks++; stats.seekTimes.push(+video.currentTime.toFixed(3)); }
     });
+    // Audio only: no frame callbacks, so the first advance of the media clock is the start.
+    video.addEventListener('timeupdate', () => {
+      stats.mediaTimeS = video.currentTime;
+      if (video.currentTime > 0 && stats.audioOnly === null) stats.audioOnly = video.videoWidth === 0;
+      if (stats.ttffMs === null && stats.audioOnly) stats.ttffMs = performance.now() - t0;
+    });
     stats.stalledNow = () => waitingSince === null ? 0 : (performance.now() - waitingSince) / 1000;
     setInterval(() => {
       const q = video.getVideoPlaybackQuality();
@@ -82,6 +100,7 @@
       stats.player = p.name + ' ' + p.version;
       const l = p.latency();
       if (Number.isFinite(l) && l > 0) stats.playerLatency.push(l);
+      stats.rates.push(video.playbackRate);
       const r = p.rendition();
       if (r) stats.renditions[r] = (stats.renditions[r] || 0) + 1;
     }, 500);

@@ -9,7 +9,8 @@
 // With --player page, --url is the page (http://…/live/demo/). measure.js is injected into
 // whichever page plays. The report: frames decoded and dropped, time to first frame,
 // glass-to-glass latency from the visual clock code of each presented frame (p50/p95/max),
-// the player's own latency estimate, stalls, seeks after the first frame, renditions played,
+// split into capture → PDT and PDT → shown where the player gives the program date-time,
+// the player's own latency estimate, the media time played (audio-only streams), stalls, seeks after the first frame, renditions played,
 // player errors (fatal ones marked). Exit status 0 if it ran, whatever it saw: the caller
 // judges.
 
@@ -53,6 +54,7 @@ function serve(debug) {
   const files = {
     '/hlsjs': ['hlsjs.html', 'text/html'],
     '/shaka': ['shaka.html', 'text/html'],
+    '/harness.css': ['harness.css', 'text/css'],
     '/favicon.ico': null,
     '/hls.min.js': [path.join('node_modules', 'hls.js', 'dist', 'hls.min.js'), 'text/javascript'],
     '/shaka-player.js': [path.join('node_modules', 'shaka-player', 'dist', shaka), 'text/javascript'],
@@ -107,14 +109,26 @@ try {
     ttffMs: s.ttffMs === null ? null : Math.round(s.ttffMs),
     decodedFrames: s.decodedFrames || 0,
     droppedFrames: s.droppedFrames || 0,
+    audioOnly: !!s.audioOnly, mediaTimeS: +(s.mediaTimeS || 0).toFixed(3),
     presentedWithCode: s.visualLatencyMs.length,
     unreadable: s.unreadable,
     latencyMs: {
       p50: pct(s.visualLatencyMs, 0.5), p95: pct(s.visualLatencyMs, 0.95),
       max: pct(s.visualLatencyMs, 1),
     },
+    // Where the latency goes, for players that give the program date-time of the picture.
+    pdtToShownMs: { p50: pct(s.pdtLatencyMs, 0.5), p95: pct(s.pdtLatencyMs, 0.95), samples: s.pdtLatencyMs.length },
+    captureToPdtMs: { p50: pct(s.captureToPdtMs, 0.5), p95: pct(s.captureToPdtMs, 0.95) },
     playerLatencyS: {
       p50: pct(s.playerLatency, 0.5), p95: pct(s.playerLatency, 0.95), samples: s.playerLatency.length,
+    },
+    // Over time: glass-to-glass and PDT → shown once a second (every 30th frame), the player's
+    // latency and playback rate twice a second.
+    series: {
+      latencyMs: s.visualLatencyMs.filter((_, i) => i % 30 === 0),
+      pdtToShownMs: s.pdtLatencyMs.filter((_, i) => i % 30 === 0),
+      playerLatencyS: s.playerLatency.map(v => +v.toFixed(3)),
+      playbackRate: s.rates,
     },
     stalls: { count: stalls.length, totalS: stalls.reduce((a, b) => a + b, 0), each: stalls.slice(0, 50) },
     seeks: s.seeks, seekTimes: s.seekTimes.slice(0, 50),
