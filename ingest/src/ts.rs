@@ -6,7 +6,10 @@
 //! packets are kept until complete, and the demuxer resynchronises on the 0x47 sync byte after
 //! garbage. A PES packet is emitted when the next one of the same PID starts (or when its
 //! declared length is reached), so video frames come out one PES late at most. Continuity
-//! errors drop the PES in progress (a damaged frame) and are counted; nothing panics.
+//! errors drop the PES in progress (a damaged frame) and are counted; nothing panics. Video
+//! frames after a dropped video PES are dropped too until the next keyframe: they reference
+//! what was lost (undecodable), and the lost frame may have been the keyframe that was to start
+//! the next segment.
 
 use bytes::{Bytes, BytesMut};
 use media::{AacConfig, AvcConfig, CodecConfig, Frame, MediaError, Track, Unwrapper};
@@ -41,6 +44,8 @@ pub struct TsStats {
     pub continuity_errors: u64,
     pub resyncs: u64,
     pub dropped_pes: u64,
+    /// Video frames dropped after damage while waiting for a keyframe.
+    pub skipped_frames: u64,
 }
 
 #[derive(Debug)]
@@ -74,6 +79,8 @@ pub struct TsDemuxer {
     /// change). Bounded by [`MAX_HOLD_TICKS`] of video.
     held: Vec<TsEvent>,
     holding: bool,
+    /// A video PES was damaged: video frames are dropped until the next keyframe.
+    video_wait_key: bool,
     pub stats: TsStats,
 }
 
@@ -101,6 +108,7 @@ impl Default for TsDemuxer {
             before_pmt: 0,
             held: Vec::new(),
             holding: true,
+            video_wait_key: false,
             stats: TsStats::default(),
         }
     }
@@ -344,12 +352,16 @@ impl TsDemuxer {
         if data.is_empty() {
             return Ok(());
         }
-        if broken {
+        let parsed = if broken {
+            None
+        } else {
+            parse_pes_header(&data)
+        };
+        let Some((pts, dts, body)) = parsed else {
             self.stats.dropped_pes += 1;
-            return Ok(());
-        }
-        let Some((pts, dts, body)) = parse_pes_header(&data) else {
-            self.stats.dropped_pes += 1;
+            if track == Track::Video {
+                self.video_wait_key = true;
+            }
             return Ok(());
         };
         match track {
@@ -370,24 +382,15 @@ impl TsDemuxer {
     ) -> Result<(), TsError> {
         let Some(pts) = pts else {
             self.stats.dropped_pes += 1;
+            self.video_wait_key = true;
             return Ok(());
         };
-        let mut sample = BytesMut::with_capacity(body.len() + 16);
-        let mut keyframe = false;
-        let (mut sps, mut pps) = (None, None);
-        for nal in annexb_nals(&body) {
-            let Some(&header) = nal.first() else { continue };
-            match header & 0x1f {
-                7 => sps = Some(nal),
-                8 => pps = Some(nal),
-                9 | 12 => {} // access unit delimiter, filler
-                t => {
-                    keyframe |= t == 5;
-                    sample.extend_from_slice(&(nal.len() as u32).to_be_bytes());
-                    sample.extend_from_slice(&nal);
-                }
-            }
-        }
+        let media::annexb::AccessUnit {
+            sample,
+            keyframe,
+            sps,
+            pps,
+        } = media::annexb::access_unit(&body);
         if let (Some(s), Some(p)) = (sps.or(self.sps.clone()), pps.or(self.pps.clone())) {
             if self.sps.as_ref() != Some(&s) || self.pps.as_ref() != Some(&p) || self.avc.is_none()
             {
@@ -404,6 +407,13 @@ impl TsDemuxer {
         if self.avc.is_none() || sample.is_empty() {
             return Ok(()); // nothing decodable before the first SPS/PPS
         }
+        if self.video_wait_key {
+            if !keyframe {
+                self.stats.skipped_frames += 1;
+                return Ok(());
+            }
+            self.video_wait_key = false;
+        }
         let pts = self.video_clock.unwrap(pts);
         let dts = dts.map_or(pts, |d| {
             pts - ((pts as u64).wrapping_sub(d) & ((1 << 33) - 1)) as i64
@@ -413,7 +423,7 @@ impl TsDemuxer {
             pts: media::video_ts(pts),
             dts: media::video_ts(dts.min(pts)),
             keyframe,
-            data: sample.freeze(),
+            data: sample,
         }));
         Ok(())
     }
@@ -497,32 +507,6 @@ fn parse_pes_header(d: &Bytes) -> Option<(Option<u64>, Option<u64>, Bytes)> {
     let pts = if flags & 0x80 != 0 { ts(9) } else { None };
     let dts = if flags & 0xc0 == 0xc0 { ts(14) } else { None };
     Some((pts, dts, d.slice(body_start..)))
-}
-
-/// Splits an Annex B byte stream into NAL units (start codes removed).
-fn annexb_nals(data: &Bytes) -> Vec<Bytes> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let mut out = Vec::with_capacity(starts.len());
-    for (k, &s) in starts.iter().enumerate() {
-        let mut end = starts.get(k + 1).map_or(data.len(), |n| n - 3);
-        // Trailing zero bytes belong to the next (4-byte) start code.
-        while end > s && data[end - 1] == 0 {
-            end -= 1;
-        }
-        if end > s {
-            out.push(data.slice(s..end));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -613,6 +597,8 @@ mod tests {
             out.extend(d.push(p).unwrap());
         }
         assert!(d.stats.continuity_errors > 0);
+        // Video after a damaged frame waits for the next keyframe.
+        assert!(d.stats.skipped_frames > 0, "{:?}", d.stats);
         let frames = out
             .iter()
             .filter(|e| matches!(e, TsEvent::Frame(_)))

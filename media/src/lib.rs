@@ -1,12 +1,14 @@
 //! Shared media types for Ferrocast: frames with explicit timescales, codec configurations
 //! (H.264 decoder configuration record, AAC AudioSpecificConfig), stream names, keys and session
-//! ids; and the small pieces every stage shares: the stream fan-out ([`fanout`]), the growing
+//! ids; and the small pieces every stage shares: H.264 Annex B → samples ([`annexb`], for
+//! MPEG-TS ingest and encoder output), the stream fan-out ([`fanout`]), the growing
 //! response body ([`body`]), LL-HLS delivery directives ([`directives`]), the CORS policy
 //! ([`http`]), the built-in player page ([`page`]), the edge→origin report
 //! ([`viewers::Report`]) and a constant-time compare.
 //! Parsing is pure; the fan-out and the body use tokio's sync primitives only (no I/O).
 
 mod aac;
+pub mod annexb;
 mod avc;
 mod bits;
 pub mod body;

@@ -74,6 +74,24 @@ fn ticks_to_duration(t: i64) -> Duration {
     Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
+/// The frame cadence from recent decode-time steps: the mean of those near the median, so a
+/// hole (frames lost, skipped or dropped by the encoder) does not stretch every estimate that
+/// follows — part closing, keyframe prediction and the last sample's duration — while the
+/// uneven steps of millisecond timestamps (33, 33, 34 ms) still average out exactly.
+fn frame_step(steps: &std::collections::VecDeque<i64>) -> i64 {
+    let mut sorted: Vec<i64> = steps.iter().copied().collect();
+    sorted.sort_unstable();
+    let Some(&median) = sorted.get(sorted.len() / 2) else {
+        return 1;
+    };
+    let near: Vec<i64> = sorted
+        .into_iter()
+        .filter(|&d| d * 2 >= median && d * 2 <= median * 3)
+        .collect();
+    let n = near.len().max(1) as i64;
+    ((near.iter().sum::<i64>() + n / 2) / n).max(1)
+}
+
 /// What the packager did about the publisher's timeline (monotonic counters).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TimelineStats {
@@ -546,8 +564,7 @@ impl Packager {
                         self.steps.pop_front();
                     }
                     self.steps.push_back(delta);
-                    let n = self.steps.len() as i64;
-                    self.est = ((self.steps.iter().sum::<i64>() + n / 2) / n).max(1);
+                    self.est = frame_step(&self.steps);
                 }
             }
         }
@@ -668,6 +685,16 @@ impl Packager {
         if d < 0 {
             return;
         }
+        let placed_end = self.media_end().max(self.audio_end90().unwrap_or(0));
+        if self.seg.is_some() && d * TICKS / rate > placed_end + GAP {
+            // A hole (nothing at all for more than GAP, video skipped to its next keyframe or
+            // absent): what is open ends where the media did; the next segment is marked.
+            if self.part.is_some() {
+                self.flush_audio();
+                self.close_part(placed_end);
+            }
+            self.close_segment();
+        }
         if !self.pending_audio.is_empty() {
             let pending_end = self.pending_audio_start + frame * self.pending_audio.len() as i64;
             if d != pending_end {
@@ -701,23 +728,48 @@ impl Packager {
 
     /// Audio drives: the pending audio goes out now; parts and segments are cut on audio time.
     fn drive_audio(&mut self, rate: i64, frame: i64, now: SystemTime) {
-        let start = self.pending_audio_start * TICKS / rate;
-        if self.seg.is_none() {
-            self.start_segment(start, now);
-        }
-        if self.part.is_none() {
-            self.part = Some(PartState { start });
-            self.out.push(Packaged::PartStart { independent: true });
+        let frame90 = frame * TICKS / rate;
+        let seg_target =
+            i64::from(self.target_duration.unwrap_or(self.cfg.min_target_duration)) * TICKS;
+        // The audio that waited for video (up to VIDEO_IDLE of it) can span several parts:
+        // it goes out in parts that fit PART-TARGET.
+        loop {
+            let start = self.pending_audio_start * TICKS / rate;
+            if self.seg.is_none() {
+                self.start_segment(start, now);
+            }
+            let part_start = match &self.part {
+                Some(p) => p.start,
+                None => {
+                    self.part = Some(PartState { start });
+                    self.out.push(Packaged::PartStart { independent: true });
+                    start
+                }
+            };
+            let limit = (part_start + self.cfg.part_target) * rate / TICKS;
+            let fit =
+                usize::try_from((limit - self.pending_audio_start) / frame.max(1)).unwrap_or(0);
+            if fit >= self.pending_audio.len() {
+                break;
+            }
+            let rest = self.pending_audio.split_off(fit.max(1));
+            let taken = self.pending_audio.len() as i64;
+            self.emit_chunk(None);
+            self.pending_audio = rest;
+            self.pending_audio_start += taken * frame;
+            let end = self.pending_audio_start * TICKS / rate;
+            self.close_part(end);
+            let seg_start = self.seg.as_ref().map_or(end, |s| s.start);
+            if end + frame90 - seg_start > seg_target {
+                self.close_segment();
+            }
         }
         self.emit_chunk(None);
         let Some(end) = self.audio_end90() else {
             return;
         };
-        let frame90 = frame * TICKS / rate;
         let seg_start = self.seg.as_ref().map_or(end, |s| s.start);
         let part_start = self.part.as_ref().map_or(end, |p| p.start);
-        let seg_target =
-            i64::from(self.target_duration.unwrap_or(self.cfg.min_target_duration)) * TICKS;
         if end + frame90 - seg_start > seg_target {
             self.close_part(end);
             self.close_segment();
