@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One command to run Ferrocast on Debian 12: installs what is missing (Debian's FFmpeg, libsrt
-# and a C toolchain), builds the release binary and starts the origin (`ferrocast serve`).
+# One command to run Ferrocast on Debian 12: installs what is missing (Debian's FFmpeg CLI and
+# libraries (libavcodec, libavformat, libavutil, libswscale: the transcoder links them), libsrt,
+# pkg-config and libclang for the FFmpeg bindings, a C toolchain), builds the release binary
+# and starts the origin (`ferrocast serve`).
 #
 #   ./run.sh                       # origin on rtmp://0.0.0.0:1935/live and http://0.0.0.0:8080
 #   ./run.sh --demo                # ... and publish an ffmpeg test pattern to watch right away
@@ -18,6 +20,10 @@ need=()
 command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 [ -e /usr/include/srt/srt.h ] || need+=(libsrt-openssl-dev)
+[ -e /usr/include/x86_64-linux-gnu/libavcodec/avcodec.h ] || [ -e /usr/include/libavcodec/avcodec.h ] ||
+  need+=(libavcodec-dev libavformat-dev libavutil-dev libswscale-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need+=(libclang-dev)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""

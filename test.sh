@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command to test Ferrocast: installs the system packages the suite needs (Debian's FFmpeg
-# CLI, libsrt, srt-tools, curl, openssl, docker-compose for validating deploy/compose.yaml,
+# CLI and libraries, pkg-config and libclang for the FFmpeg bindings, libsrt, srt-tools, curl,
+# openssl, docker-compose for validating deploy/compose.yaml,
 # Chromium for the browser test, promtool (Debian's prometheus) for checking /metrics, Node.js
 # if absent, a C toolchain) and the browser test's npm
 # packages (hls.js, Shaka Player, playwright-core; no browser download), then checks formatting, lints, and
@@ -14,6 +15,10 @@ command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || need+=(ffmpeg)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 [ -e /usr/include/srt/srt.h ] || need+=(libsrt-openssl-dev)
+[ -e /usr/include/x86_64-linux-gnu/libavcodec/avcodec.h ] || [ -e /usr/include/libavcodec/avcodec.h ] ||
+  need+=(libavcodec-dev libavformat-dev libavutil-dev libswscale-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || need+=(libclang-dev)
 command -v srt-live-transmit >/dev/null 2>&1 || need+=(srt-tools)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)

@@ -36,8 +36,34 @@ impl std::fmt::Debug for Origin {
     }
 }
 
+/// The transcoded ladder as the origin runs it.
+struct LadderPlan {
+    ladder: transcode::ladder::Ladder,
+    priorities: std::collections::HashMap<String, config::Priority>,
+    threads_per_rung: Option<usize>,
+}
+
+impl LadderPlan {
+    /// The rungs a new stream starts with: its tier at 0 viewers (a partner's: the full
+    /// ladder).
+    fn rungs(&self, name: &str) -> Vec<transcode::Rung> {
+        let priority = self.priorities.get(name).copied().unwrap_or_default();
+        let tier = self.ladder.tier_for(0, priority.into());
+        self.ladder
+            .rungs_of(tier, u32::MAX)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+}
+
 /// Subscribes a new stream's renditions and starts packaging them.
-fn wire_stream(streams: &Arc<origin::Streams>, copies: &[String], new: ingest::NewStream) {
+fn wire_stream(
+    streams: &Arc<origin::Streams>,
+    copies: &[String],
+    plan: Option<&LadderPlan>,
+    new: ingest::NewStream,
+) {
     let mut inputs = vec![RenditionInput {
         id: "source".into(),
         events: new.source.subscribe("packager:source"),
@@ -48,6 +74,26 @@ fn wire_stream(streams: &Arc<origin::Streams>, copies: &[String], new: ingest::N
             events: feed.stream.subscribe(&format!("packager:{id}")),
             id: feed.id,
         });
+    }
+    if let Some(plan) = plan {
+        let rungs = plan.rungs(new.name.as_str());
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = plan
+            .threads_per_rung
+            .unwrap_or_else(|| (cores / rungs.len().max(1)).max(1));
+        match transcode::encode::spawn(&new.source, new.name.as_str(), &rungs, threads) {
+            Ok(feeds) => {
+                for feed in feeds {
+                    inputs.push(RenditionInput {
+                        events: feed.stream.subscribe(&format!("packager:{}", feed.id)),
+                        id: feed.id,
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the transcoder threads: source only")
+            }
+        }
     }
     streams.start(new.name, new.session, inputs);
 }
@@ -70,7 +116,12 @@ pub async fn start_origin(cfg: config::Config) -> anyhow::Result<Origin> {
     let on_new = {
         let streams = Arc::clone(&streams);
         let copies = cfg.copy_renditions.clone();
-        move |new| wire_stream(&streams, &copies, new)
+        let plan = cfg.ladder()?.map(|ladder| LadderPlan {
+            ladder,
+            priorities: cfg.priorities(),
+            threads_per_rung: cfg.transcode.as_ref().and_then(|t| t.threads_per_rung),
+        });
+        move |new| wire_stream(&streams, &copies, plan.as_ref(), new)
     };
     let hub = ingest::Hub::new(keys, cfg.grace_period(), on_new);
     let metrics = Metrics::new();

@@ -51,7 +51,64 @@ pub struct Config {
     /// Extra renditions that carry an untouched copy of the source under these ids (no
     /// transcoding): for exercising players' rendition switching and reports. Default none.
     pub copy_renditions: Vec<String>,
+    /// The transcoded ladder (`[transcode]`, `[[transcode.rungs]]`, `[[transcode.tiers]]`).
+    /// Absent: no transcoding, the source alone.
+    pub transcode: Option<TranscodeConfig>,
     pub streams: Vec<StreamConfig>,
+}
+
+/// `[transcode]`: the ladder's rungs and its tiers by viewer count. Both lists empty: the
+/// standard ladder (see [`transcode::ladder::Ladder::standard`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TranscodeConfig {
+    pub rungs: Vec<RungConfig>,
+    pub tiers: Vec<TierConfig>,
+    /// libx264 threads per rung [default: the machine's cores / the rungs running, at least 1].
+    pub threads_per_rung: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RungConfig {
+    /// Rendition id (`/live/NAME/{name}/index.m3u8`).
+    pub name: String,
+    /// Output height; the width keeps the source's aspect ratio.
+    pub height: u32,
+    /// Video bitrate, kbit/s.
+    pub bitrate_kbps: u64,
+    /// Frame-rate cap [default 30; 60 above 720 lines].
+    pub max_fps: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    /// From this many viewers on.
+    pub min_viewers: u64,
+    /// The rungs offered beside the source.
+    pub rungs: Vec<String>,
+}
+
+/// `priority` of a stream: `partner` always gets the full ladder, `free` never more than the
+/// first tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Partner,
+    #[default]
+    Normal,
+    Free,
+}
+
+impl From<Priority> for transcode::ladder::Priority {
+    fn from(p: Priority) -> Self {
+        match p {
+            Priority::Partner => transcode::ladder::Priority::Partner,
+            Priority::Normal => transcode::ladder::Priority::Normal,
+            Priority::Free => transcode::ladder::Priority::Free,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +121,9 @@ pub struct StreamConfig {
     /// Optional SRT passphrase for this stream (overrides `srt_passphrase`).
     #[serde(default)]
     pub srt_passphrase: Option<String>,
+    /// `partner`, `normal` (default) or `free`: how much of the ladder the stream gets.
+    #[serde(default)]
+    pub priority: Priority,
 }
 
 impl Default for Config {
@@ -86,6 +146,7 @@ impl Default for Config {
             edge_token: None,
             viewer_window: 15.0,
             copy_renditions: Vec::new(),
+            transcode: None,
             streams: Vec::new(),
         }
     }
@@ -181,6 +242,21 @@ impl Config {
                 bail!("copy_renditions: {id:?} is taken (\"source\" or listed twice)");
             }
         }
+        if let Some(ladder) = self.ladder()? {
+            for r in ladder.rungs() {
+                if !ids.insert(r.name.as_str()) {
+                    bail!(
+                        "transcode rung {:?}: the id is taken (\"source\" or a copy rendition)",
+                        r.name
+                    );
+                }
+            }
+        }
+        if let Some(n) = self.transcode.as_ref().and_then(|t| t.threads_per_rung) {
+            if !(1..=64).contains(&n) {
+                bail!("transcode.threads_per_rung must be between 1 and 64");
+            }
+        }
         let mut names = std::collections::HashSet::new();
         let mut keys = std::collections::HashSet::new();
         for s in &self.streams {
@@ -217,6 +293,47 @@ impl Config {
                 let name = StreamName::new(&s.name).context("invalid stream name")?;
                 Ok((name, StreamKey::new(s.key.clone())))
             })
+            .collect()
+    }
+
+    /// The validated ladder, if `[transcode]` is configured.
+    pub fn ladder(&self) -> anyhow::Result<Option<transcode::ladder::Ladder>> {
+        let Some(t) = &self.transcode else {
+            return Ok(None);
+        };
+        if t.rungs.is_empty() && t.tiers.is_empty() {
+            return Ok(Some(transcode::ladder::Ladder::standard()));
+        }
+        let rungs = t
+            .rungs
+            .iter()
+            .map(|r| transcode::Rung {
+                name: r.name.clone(),
+                height: r.height,
+                bitrate: r.bitrate_kbps.saturating_mul(1000),
+                max_fps: r
+                    .max_fps
+                    .unwrap_or(if r.height > 720 { 60.0 } else { 30.0 }),
+            })
+            .collect();
+        let tiers = t
+            .tiers
+            .iter()
+            .map(|t| transcode::ladder::Tier {
+                min_viewers: t.min_viewers,
+                rungs: t.rungs.clone(),
+            })
+            .collect();
+        transcode::ladder::Ladder::new(rungs, tiers)
+            .map(Some)
+            .context("[transcode]")
+    }
+
+    /// Each configured stream's priority.
+    pub fn priorities(&self) -> std::collections::HashMap<String, Priority> {
+        self.streams
+            .iter()
+            .map(|s| (s.name.clone(), s.priority))
             .collect()
     }
 

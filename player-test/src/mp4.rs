@@ -120,11 +120,36 @@ pub fn video_track(init: &[u8]) -> Result<VideoTrack, Mp4Error> {
     err("no video track")
 }
 
-/// The video samples of a fragment: decode time of the first (seconds) and how many.
+/// The video samples of a fragment: decode time of the first (seconds), how many, and when
+/// the first is presented (its decode time plus its signed composition offset, as MSE and
+/// the ISO BMFF spec read it — ffprobe without an edit list shifts every PTS of a track with
+/// negative offsets by the largest of them, so it cannot tell this).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VideoRun {
     pub start_secs: f64,
     pub samples: u32,
+    pub first_presented_secs: f64,
+}
+
+/// The first sample's composition offset in a `trun` (0 when the box carries none).
+fn first_composition_offset(trun: &[u8]) -> Result<i64, Mp4Error> {
+    let version = trun.first().copied().unwrap_or(0);
+    let flags = u32_at(trun, 0)? & 0x00ff_ffff;
+    if flags & 0x800 == 0 || u32_at(trun, 4)? == 0 {
+        return Ok(0);
+    }
+    let mut at = 8;
+    for (flag, len) in [(0x1, 4), (0x4, 4), (0x100, 4), (0x200, 4), (0x400, 4)] {
+        if flags & flag != 0 {
+            at += len;
+        }
+    }
+    let raw = u32_at(trun, at)?;
+    Ok(if version == 1 {
+        i64::from(raw as i32)
+    } else {
+        i64::from(raw)
+    })
 }
 
 /// Reads the video track's `tfdt` and sample counts from every `moof` in `fragment`.
@@ -143,8 +168,12 @@ pub fn video_run(fragment: &[u8], track: VideoTrack) -> Result<Option<VideoRun>,
                 continue;
             }
             let mut samples = 0;
+            let mut first_offset = None;
             for (kind, b) in boxes(traf)? {
                 if &kind == b"trun" {
+                    if first_offset.is_none() {
+                        first_offset = Some(first_composition_offset(b)?);
+                    }
                     samples += u32_at(b, 4)?;
                 }
             }
@@ -157,9 +186,11 @@ pub fn video_run(fragment: &[u8], track: VideoTrack) -> Result<Option<VideoRun>,
                     } else {
                         u64::from(u32_at(tfdt, 4)?)
                     };
+                    let scale = f64::from(track.timescale);
                     run = Some(VideoRun {
-                        start_secs: t as f64 / f64::from(track.timescale),
+                        start_secs: t as f64 / scale,
                         samples,
+                        first_presented_secs: (t as f64 + first_offset.unwrap_or(0) as f64) / scale,
                     });
                 }
             }
@@ -190,6 +221,8 @@ mod tests {
         let run = video_run(part, track).unwrap().unwrap();
         assert_eq!(run.samples, 9);
         assert!((run.start_secs - 52.3).abs() < 1e-9, "{}", run.start_secs);
+        // No B-frames in this capture: the first sample is presented when it decodes.
+        assert!((run.first_presented_secs - 52.3).abs() < 1e-9);
         // Every truncation of it is an error or a shorter read, never a panic.
         for cut in 0..part.len() {
             let _ = video_run(&part[..cut], track);

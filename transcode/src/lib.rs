@@ -6,7 +6,11 @@
 //! is) and [`copy`], a rendition that carries the source's own frames under another id
 //! (no decode), used to exercise multi-rendition output (players' switching, rendition
 //! reports) end to end. The ffmpeg ladder plugs into the same seam: `source fan-out →
-//! rendition fan-out`.
+//! rendition fan-out`; its rules (tiers by viewer count and priority with hysteresis, rung
+//! sizes, frame-rate caps) are in [`ladder`], pure and tested ahead of the encoders.
+
+pub mod encode;
+pub mod ladder;
 
 use media::fanout::Fanout;
 use std::sync::Arc;

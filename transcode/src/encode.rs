@@ -1,0 +1,520 @@
+//! The ffmpeg side of the ladder (libavcodec through `ffmpeg-next`), on dedicated threads,
+//! never on the async runtime:
+//!
+//! - one **decoder thread** per stream reads the source fan-out, decodes H.264 once (frame
+//!   threads, count set explicitly: libavcodec defaults to one), and hands each decoded picture
+//!   to every rung by reference (`Arc`, no pixel copy), with the decision whether it is at a
+//!   source keyframe; everything else (AAC config and frames, publisher start/stop) goes to
+//!   every rung in order, so AAC is passed through untouched;
+//! - one **rung thread** per rung scales (its scaler is created there: it is not `Send`) and
+//!   encodes with libx264 (`tune=zerolatency`, no B-frames, closed GOP, scenecut off,
+//!   `forced-idr`): an IDR exactly at each source keyframe's presentation time and nowhere
+//!   else, so every rendition cuts segments and parts at the same media times. Output goes
+//!   into the rung's own fan-out, which the origin packages like the source.
+//!
+//! Queues are bounded: the decoder's input is a fan-out subscription (a decoder that falls
+//! behind lags to the next keyframe, counted), and each rung's input channel holds
+//! [`RUNG_QUEUE`] pictures; a rung that cannot keep up makes the decoder wait, never memory
+//! grow. A new SPS mid-stream (a resolution change) rebuilds the decoder, and each rung
+//! rebuilds its scaler and, when its output size changes, its encoder (new avcC → new init and
+//! a discontinuity downstream).
+
+use crate::ladder::{rung_size, Decimator};
+use crate::{RenditionFeed, Rung, RENDITION_QUEUE};
+use bytes::Bytes;
+use ffmpeg_next as ff;
+use media::fanout::{Fanout, StreamEvent, StreamEventKind, Subscription};
+use media::{AvcConfig, CodecConfig, Frame, Timestamp, Track, VIDEO_TIMESCALE};
+use std::collections::VecDeque;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Once};
+use std::time::Instant;
+
+/// Decoded pictures waiting per rung.
+pub const RUNG_QUEUE: usize = 8;
+
+/// What a rung thread gets from the decoder thread.
+enum Job {
+    Picture {
+        generation: u64,
+        frame: Arc<ff::frame::Video>,
+        /// The picture is at a source keyframe: the rung's IDR goes here.
+        idr: bool,
+        /// The source's frame rate, when its SPS says.
+        fps: Option<f64>,
+    },
+    /// Anything but video (audio, AAC config, publisher start/stop): passed through.
+    Pass(StreamEvent),
+}
+
+fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if let Err(e) = ff::init() {
+            tracing::error!(error = %e, "libav initialisation failed");
+        }
+        ff::util::log::set_level(ff::util::log::Level::Error);
+    });
+}
+
+/// Starts the transcoded rungs of one stream: a decoder thread and one thread per rung, each
+/// rung publishing into its own fan-out. They end when the source ends.
+pub fn spawn(
+    source: &Arc<Fanout>,
+    stream_name: &str,
+    rungs: &[Rung],
+    threads_per_rung: usize,
+) -> std::io::Result<Vec<RenditionFeed>> {
+    init();
+    let mut feeds = Vec::new();
+    let mut senders = Vec::new();
+    for rung in rungs {
+        let out = Fanout::new(stream_name, RENDITION_QUEUE, source.metrics().clone());
+        let (tx, rx) = sync_channel::<Job>(RUNG_QUEUE);
+        let writer = Arc::clone(&out);
+        let r = rung.clone();
+        let span = tracing::info_span!("rung", stream = stream_name, rendition = %rung.name);
+        std::thread::Builder::new()
+            .name(format!("rung-{}", rung.name))
+            .spawn(move || {
+                let _g = span.enter();
+                RungEncoder::new(r, threads_per_rung).run(rx, &writer);
+                writer.close();
+            })?;
+        senders.push(tx);
+        feeds.push(RenditionFeed {
+            id: rung.name.clone(),
+            stream: out,
+        });
+    }
+    let input = source.subscribe("transcode:decoder");
+    let handle = tokio::runtime::Handle::current();
+    let span = tracing::info_span!("decoder", stream = stream_name);
+    std::thread::Builder::new()
+        .name("decoder".into())
+        .spawn(move || {
+            let _g = span.enter();
+            decode_loop(input, &handle, &senders);
+        })?;
+    Ok(feeds)
+}
+
+/// The decoder thread: source events in, pictures and pass-through events out to every rung.
+fn decode_loop(mut input: Subscription, rt: &tokio::runtime::Handle, rungs: &[SyncSender<Job>]) {
+    let mut decoder: Option<(AvcConfig, ff::decoder::Video)> = None;
+    let mut fps = None;
+    // Presentation times of source keyframes sent to the decoder and not yet decoded.
+    let mut keys: VecDeque<i64> = VecDeque::new();
+    let send_all = |job: &dyn Fn() -> Job| rungs.iter().all(|tx| tx.send(job()).is_ok());
+    while let Some(ev) = rt.block_on(input.recv()) {
+        match &ev.kind {
+            StreamEventKind::Config(CodecConfig::Avc(c)) => {
+                if decoder.as_ref().map(|(old, _)| &old.record) != Some(&c.record) {
+                    match open_decoder(c) {
+                        Ok(d) => {
+                            tracing::info!(
+                                width = c.info.width,
+                                height = c.info.height,
+                                "decoder opened"
+                            );
+                            decoder = Some((c.clone(), d));
+                            fps = c
+                                .info
+                                .frame_rate
+                                .map(|(n, d)| f64::from(n) / f64::from(d.max(1)));
+                            keys.clear();
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot open the H.264 decoder: no transcoded video until the next valid config");
+                            decoder = None;
+                        }
+                    }
+                }
+            }
+            StreamEventKind::Frame(f) if f.track == Track::Video => {
+                let Some((_, dec)) = decoder.as_mut() else {
+                    continue;
+                };
+                let pts = f.pts.rescale(VIDEO_TIMESCALE);
+                if f.keyframe {
+                    keys.push_back(pts);
+                }
+                let mut pkt = ff::Packet::copy(&f.data);
+                pkt.set_pts(Some(pts));
+                pkt.set_dts(Some(f.dts.rescale(VIDEO_TIMESCALE)));
+                if f.keyframe {
+                    pkt.set_flags(ff::packet::Flags::KEY);
+                }
+                if let Err(e) = dec.send_packet(&pkt) {
+                    tracing::debug!(error = %e, "decoder refused a packet");
+                }
+                loop {
+                    let mut pic = ff::frame::Video::empty();
+                    if dec.receive_frame(&mut pic).is_err() {
+                        break;
+                    }
+                    let Some(p) = pic.pts().or(pic.timestamp()) else {
+                        continue;
+                    };
+                    while keys.front().is_some_and(|&k| k < p) {
+                        keys.pop_front();
+                    }
+                    let idr = keys.front() == Some(&p);
+                    if idr {
+                        keys.pop_front();
+                    }
+                    let frame = Arc::new(pic);
+                    let generation = ev.generation;
+                    if !send_all(&|| Job::Picture {
+                        generation,
+                        frame: Arc::clone(&frame),
+                        idr,
+                        fps,
+                    }) {
+                        return;
+                    }
+                }
+            }
+            _ => {
+                if !send_all(&|| Job::Pass(ev.clone())) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn open_decoder(c: &AvcConfig) -> Result<ff::decoder::Video, ff::Error> {
+    let codec = ff::decoder::find(ff::codec::Id::H264).ok_or(ff::Error::DecoderNotFound)?;
+    let mut ctx = ff::codec::context::Context::new_with_codec(codec);
+    set_extradata(&mut ctx, &c.record)?;
+    let mut t = ff::codec::threading::Config::kind(ff::codec::threading::Type::Frame);
+    t.count = 2;
+    ctx.set_threading(t);
+    let mut dec = ctx.decoder();
+    dec.set_packet_time_base(ff::Rational::new(1, VIDEO_TIMESCALE as i32));
+    dec.video()
+}
+
+/// Sets a codec context's extradata (the avcC record); libavcodec frees it with the context.
+#[allow(unsafe_code)]
+fn set_extradata(ctx: &mut ff::codec::context::Context, data: &[u8]) -> Result<(), ff::Error> {
+    let padding = ff::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize;
+    // SAFETY: the buffer comes from av_mallocz (zeroed padding included), as avcodec requires
+    // of extradata it will av_freep; the context is not opened yet, so nothing reads it now.
+    unsafe {
+        let p = ff::ffi::av_mallocz(data.len() + padding).cast::<u8>();
+        if p.is_null() {
+            return Err(ff::Error::Other {
+                errno: ff::error::ENOMEM,
+            });
+        }
+        std::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len());
+        let c = ctx.as_mut_ptr();
+        (*c).extradata = p;
+        (*c).extradata_size = i32::try_from(data.len()).unwrap_or(0);
+    }
+    Ok(())
+}
+
+/// Reads an opened encoder's extradata (libx264's Annex B SPS and PPS with a global header).
+#[allow(unsafe_code)]
+fn extradata(ctx: &ff::codec::context::Context) -> Bytes {
+    // SAFETY: extradata/extradata_size describe a buffer owned by the opened context, which
+    // outlives this copy.
+    unsafe {
+        let c = ctx.as_ptr();
+        if (*c).extradata.is_null() || (*c).extradata_size <= 0 {
+            return Bytes::new();
+        }
+        Bytes::copy_from_slice(std::slice::from_raw_parts(
+            (*c).extradata,
+            (*c).extradata_size as usize,
+        ))
+    }
+}
+
+/// One rung's scaler and encoder, rebuilt when the source size changes.
+struct RungEncoder {
+    rung: Rung,
+    threads: usize,
+    /// Scaler and its input (format, width, height).
+    scaler: Option<(
+        ff::software::scaling::Context,
+        (ff::format::Pixel, u32, u32),
+    )>,
+    /// Encoder, its output size and its avcC.
+    encoder: Option<(ff::encoder::Video, (u32, u32))>,
+    decimator: Decimator,
+    /// The config this rung last announced.
+    announced: Option<AvcConfig>,
+    /// An IDR is owed (the keyframe's picture was decimated or the encoder reopened).
+    owe_idr: bool,
+    generation: u64,
+    /// Video has gone out: pass-through events flow. Until then the publisher start and the
+    /// AAC config wait in `held` and audio frames are dropped, so a rung that never gets
+    /// video (a source not larger than it) never appears as an audio-only rendition.
+    started: bool,
+    held: Vec<StreamEvent>,
+    /// The last presentation time given to the encoder (x264 wants them rising).
+    last_pts: Option<i64>,
+}
+
+impl RungEncoder {
+    fn new(rung: Rung, threads: usize) -> RungEncoder {
+        let decimator = Decimator::new(rung.max_fps, VIDEO_TIMESCALE);
+        RungEncoder {
+            rung,
+            threads: threads.max(1),
+            scaler: None,
+            encoder: None,
+            decimator,
+            announced: None,
+            owe_idr: true,
+            generation: 0,
+            started: false,
+            held: Vec::new(),
+            last_pts: None,
+        }
+    }
+
+    fn pass(&mut self, ev: StreamEvent, out: &Fanout) {
+        if self.started {
+            out.send(ev);
+            return;
+        }
+        match &ev.kind {
+            StreamEventKind::PublisherStarted { .. } => {
+                self.held.clear();
+                self.held.push(ev);
+            }
+            StreamEventKind::Config(_) => {
+                self.held
+                    .retain(|h| !matches!(h.kind, StreamEventKind::Config(_)));
+                self.held.push(ev);
+            }
+            StreamEventKind::PublisherGone => self.held.clear(),
+            StreamEventKind::Frame(_) => {}
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Job>, out: &Fanout) {
+        let mut opened_for: Option<(u32, u32)> = None;
+        while let Ok(job) = rx.recv() {
+            match job {
+                Job::Pass(ev) => {
+                    if let StreamEventKind::PublisherStarted { .. } = ev.kind {
+                        self.generation = ev.generation;
+                        // A new publisher may send anything: its first picture gets an IDR.
+                        self.owe_idr = true;
+                    }
+                    self.pass(ev, out);
+                }
+                Job::Picture {
+                    generation,
+                    frame,
+                    idr,
+                    fps,
+                } => {
+                    self.generation = generation;
+                    let src = (frame.width(), frame.height());
+                    let Some(size) = rung_size(src, self.rung.height) else {
+                        if opened_for != Some(src) {
+                            tracing::warn!(
+                                source_width = src.0,
+                                source_height = src.1,
+                                "source not larger than this rung: no video on it"
+                            );
+                            opened_for = Some(src);
+                        }
+                        continue;
+                    };
+                    opened_for = Some(src);
+                    let pts = frame.pts().unwrap_or(0);
+                    if !self.decimator.keep(pts, idr) {
+                        continue;
+                    }
+                    if let Err(e) = self.encode(&frame, size, idr, fps, out) {
+                        tracing::error!(error = %e, "encoding failed: the encoder reopens at the next keyframe");
+                        self.encoder = None;
+                        self.owe_idr = true;
+                    }
+                }
+            }
+        }
+        self.flush(out);
+    }
+
+    fn encode(
+        &mut self,
+        frame: &ff::frame::Video,
+        size: (u32, u32),
+        idr: bool,
+        fps: Option<f64>,
+        out: &Fanout,
+    ) -> Result<(), ff::Error> {
+        let input = (frame.format(), frame.width(), frame.height());
+        if self.scaler.as_ref().map(|(_, i)| *i) != Some(input) {
+            let s = ff::software::scaling::Context::get(
+                input.0,
+                input.1,
+                input.2,
+                ff::format::Pixel::YUV420P,
+                size.0,
+                size.1,
+                ff::software::scaling::Flags::BILINEAR,
+            )?;
+            self.scaler = Some((s, input));
+        }
+        let pts = frame.pts().unwrap_or(0);
+        if self.last_pts.is_some_and(|l| pts <= l) {
+            // Time went back (a new publisher, a splice): a new encoder at the next keyframe.
+            if !idr {
+                return Ok(());
+            }
+            self.flush(out);
+        }
+        if self.encoder.as_ref().map(|(_, s)| *s) != Some(size) {
+            if !idr {
+                return Ok(()); // a (re)opened encoder starts at a source keyframe
+            }
+            self.flush(out);
+            let enc = self.open_encoder(size, fps)?;
+            self.encoder = Some((enc, size));
+            self.owe_idr = true;
+        }
+        let (Some((scaler, _)), Some((enc, _))) = (self.scaler.as_mut(), self.encoder.as_mut())
+        else {
+            return Ok(());
+        };
+        let mut pic = ff::frame::Video::empty();
+        scaler.run(frame, &mut pic)?;
+        pic.set_pts(frame.pts());
+        let force = idr || std::mem::take(&mut self.owe_idr);
+        pic.set_kind(if force {
+            ff::picture::Type::I
+        } else {
+            ff::picture::Type::None
+        });
+        enc.send_frame(&pic)?;
+        self.last_pts = Some(pts);
+        self.drain(out);
+        Ok(())
+    }
+
+    /// Ends the current encoder: what it still holds goes out, then it is dropped.
+    fn flush(&mut self, out: &Fanout) {
+        if let Some((enc, _)) = self.encoder.as_mut() {
+            let _ = enc.send_eof();
+        }
+        self.drain(out);
+        self.encoder = None;
+        self.last_pts = None;
+    }
+
+    fn open_encoder(
+        &mut self,
+        (width, height): (u32, u32),
+        source_fps: Option<f64>,
+    ) -> Result<ff::encoder::Video, ff::Error> {
+        let codec = ff::encoder::find_by_name("libx264").ok_or(ff::Error::EncoderNotFound)?;
+        let mut ctx = ff::codec::context::Context::new_with_codec(codec);
+        let mut t = ff::codec::threading::Config::kind(ff::codec::threading::Type::Slice);
+        t.count = self.threads;
+        ctx.set_threading(t);
+        ctx.set_flags(ff::codec::Flags::GLOBAL_HEADER | ff::codec::Flags::CLOSED_GOP);
+        let mut enc = ctx.encoder().video()?;
+        enc.set_width(width);
+        enc.set_height(height);
+        enc.set_format(ff::format::Pixel::YUV420P);
+        enc.set_time_base(ff::Rational::new(1, VIDEO_TIMESCALE as i32));
+        // The rate the decimator lets through: the source's divided by a whole number.
+        let fps = match source_fps {
+            Some(f) if f > 0.0 => f / (f / self.rung.max_fps).ceil().max(1.0),
+            _ => self.rung.max_fps,
+        };
+        enc.set_frame_rate(Some(ff::Rational::new((fps * 1000.0).round() as i32, 1000)));
+        enc.set_bit_rate(self.rung.bitrate as usize);
+        enc.set_max_bit_rate(self.rung.bitrate as usize);
+        enc.set_gop(u32::MAX / 2);
+        enc.set_max_b_frames(0);
+        let mut opts = ff::Dictionary::new();
+        opts.set("preset", "veryfast");
+        opts.set("tune", "zerolatency");
+        opts.set("forced-idr", "1");
+        opts.set("bufsize", &self.rung.bitrate.to_string());
+        opts.set("x264-params", "scenecut=0:open-gop=0:keyint=infinite");
+        let opened = enc.open_with(opts)?;
+        let annexb = extradata(&opened);
+        let au = media::annexb::access_unit(&annexb);
+        let (Some(sps), Some(pps)) = (au.sps, au.pps) else {
+            return Err(ff::Error::InvalidData);
+        };
+        let config =
+            AvcConfig::from_parameter_sets(sps, pps).map_err(|_| ff::Error::InvalidData)?;
+        tracing::info!(width, height, bitrate = self.rung.bitrate, fps, codec = %config.codec_string(), "libx264 opened");
+        self.announced = Some(config);
+        Ok(opened)
+    }
+
+    /// Sends what the encoder has ready, as frames of the rung's fan-out (the config first).
+    fn drain(&mut self, out: &Fanout) {
+        let Some((enc, _)) = self.encoder.as_mut() else {
+            return;
+        };
+        let mut pkt = ff::Packet::empty();
+        while enc.receive_packet(&mut pkt).is_ok() {
+            if let Some(config) = self.announced.take() {
+                if !self.started {
+                    self.started = true;
+                    let held = std::mem::take(&mut self.held);
+                    let start = held
+                        .iter()
+                        .position(|h| matches!(h.kind, StreamEventKind::PublisherStarted { .. }));
+                    if let Some(i) = start {
+                        out.send(held[i].clone());
+                    }
+                    out.send(event(
+                        self.generation,
+                        StreamEventKind::Config(CodecConfig::Avc(config)),
+                    ));
+                    for (i, h) in held.into_iter().enumerate() {
+                        if Some(i) != start {
+                            out.send(h);
+                        }
+                    }
+                } else {
+                    out.send(event(
+                        self.generation,
+                        StreamEventKind::Config(CodecConfig::Avc(config)),
+                    ));
+                }
+            }
+            let Some(data) = pkt.data() else { continue };
+            let au = media::annexb::access_unit(&Bytes::copy_from_slice(data));
+            if au.sample.is_empty() {
+                continue;
+            }
+            let pts = pkt.pts().unwrap_or(0);
+            let dts = pkt.dts().unwrap_or(pts);
+            out.send(event(
+                self.generation,
+                StreamEventKind::Frame(Frame {
+                    track: Track::Video,
+                    pts: Timestamp::new(pts, VIDEO_TIMESCALE),
+                    dts: Timestamp::new(dts.min(pts), VIDEO_TIMESCALE),
+                    keyframe: pkt.is_key() || au.keyframe,
+                    data: au.sample,
+                }),
+            ));
+        }
+    }
+}
+
+fn event(generation: u64, kind: StreamEventKind) -> StreamEvent {
+    StreamEvent {
+        generation,
+        at: Instant::now(),
+        kind,
+    }
+}
