@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// A running origin (`ferrocast serve`).
 pub struct Origin {
@@ -40,28 +41,68 @@ impl std::fmt::Debug for Origin {
 struct LadderPlan {
     ladder: transcode::ladder::Ladder,
     priorities: std::collections::HashMap<String, config::Priority>,
-    threads_per_rung: Option<usize>,
+    threads_per_rung: usize,
+    hysteresis: Duration,
+    quiet_period: Duration,
 }
 
+/// How often a stream's ladder looks at its viewer count (tier up within ~2 polls).
+const LADDER_POLL: Duration = Duration::from_secs(1);
+
 impl LadderPlan {
-    /// The rungs a new stream starts with: its tier at 0 viewers (a partner's: the full
-    /// ladder).
-    fn rungs(&self, name: &str) -> Vec<transcode::Rung> {
-        let priority = self.priorities.get(name).copied().unwrap_or_default();
-        let tier = self.ladder.tier_for(0, priority.into());
+    fn new(ladder: transcode::ladder::Ladder, cfg: &config::Config) -> LadderPlan {
+        let t = cfg.transcode.clone().unwrap_or_default();
+        // x264's own thread count oversubscribes a small machine when several rungs run: give
+        // each rung an equal share of the cores for the largest tier.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let widest = ladder
+            .tiers()
+            .iter()
+            .map(|t| t.rungs.len())
+            .max()
+            .unwrap_or(1);
+        LadderPlan {
+            threads_per_rung: t
+                .threads_per_rung
+                .unwrap_or_else(|| (cores / widest.max(1)).max(1)),
+            hysteresis: t.hysteresis(),
+            quiet_period: t.quiet_period(),
+            priorities: cfg.priorities(),
+            ladder,
+        }
+    }
+
+    fn priority(&self, name: &str) -> transcode::ladder::Priority {
+        self.priorities
+            .get(name)
+            .copied()
+            .unwrap_or_default()
+            .into()
+    }
+
+    /// The rungs tier `tier` offers a source `source_height` lines high (0: not known yet).
+    fn rungs(&self, tier: usize, source_height: u32) -> Vec<transcode::Rung> {
+        let height = if source_height == 0 {
+            u32::MAX
+        } else {
+            source_height
+        };
         self.ladder
-            .rungs_of(tier, u32::MAX)
+            .rungs_of(tier, height)
             .into_iter()
             .cloned()
             .collect()
     }
 }
 
-/// Subscribes a new stream's renditions and starts packaging them.
+/// Subscribes a new stream's renditions and starts packaging them; with a ladder, starts its
+/// transcoder at the tier for 0 viewers (a partner's: the full ladder) and the task that
+/// follows its viewers.
 fn wire_stream(
     streams: &Arc<origin::Streams>,
+    edges: &Arc<origin::edges::Edges>,
     copies: &[String],
-    plan: Option<&LadderPlan>,
+    plan: Option<&Arc<LadderPlan>>,
     new: ingest::NewStream,
 ) {
     let mut inputs = vec![RenditionInput {
@@ -75,27 +116,152 @@ fn wire_stream(
             id: feed.id,
         });
     }
+    let mut ladder = None;
     if let Some(plan) = plan {
-        let rungs = plan.rungs(new.name.as_str());
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let threads = plan
-            .threads_per_rung
-            .unwrap_or_else(|| (cores / rungs.len().max(1)).max(1));
-        match transcode::encode::spawn(&new.source, new.name.as_str(), &rungs, threads) {
-            Ok(feeds) => {
-                for feed in feeds {
-                    inputs.push(RenditionInput {
-                        events: feed.stream.subscribe(&format!("packager:{}", feed.id)),
-                        id: feed.id,
-                    });
+        match transcode::encode::Transcoder::start(
+            &new.source,
+            new.name.as_str(),
+            plan.threads_per_rung,
+        ) {
+            Ok(t) => {
+                let mut tiering = transcode::ladder::Tiering::new(plan.hysteresis);
+                let priority = plan.priority(new.name.as_str());
+                let tier = tiering.update(&plan.ladder, 0, priority, std::time::Instant::now());
+                let mut running = std::collections::BTreeMap::new();
+                for rung in plan.rungs(tier, 0) {
+                    match t.add(&rung) {
+                        Ok(feed) => {
+                            inputs.push(RenditionInput {
+                                events: feed.stream.subscribe(&format!("packager:{}", feed.id)),
+                                id: feed.id,
+                            });
+                            running.insert(rung.name.clone(), None);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, rung = %rung.name, "cannot start a rung thread")
+                        }
+                    }
                 }
+                ladder = Some(Ladder {
+                    transcoder: t,
+                    tiering,
+                    priority,
+                    running,
+                });
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot start the transcoder threads: source only")
             }
         }
     }
+    let (name, session) = (new.name.clone(), new.session);
     streams.start(new.name, new.session, inputs);
+    if let (Some(plan), Some(ladder)) = (plan, ladder) {
+        let span = tracing::info_span!("ladder", stream = %name, %session);
+        tokio::spawn(
+            follow_viewers(
+                Arc::clone(plan),
+                Arc::clone(streams),
+                Arc::clone(edges),
+                name.as_str().to_owned(),
+                session,
+                ladder,
+            )
+            .instrument(span),
+        );
+    }
+}
+
+/// A stream's running ladder.
+struct Ladder {
+    transcoder: transcode::encode::Transcoder,
+    tiering: transcode::ladder::Tiering,
+    priority: transcode::ladder::Priority,
+    /// Rungs running → since when each has been unadvertised and unwatched.
+    running: std::collections::BTreeMap<String, Option<std::time::Instant>>,
+}
+
+/// Advertise by tier, stop by demand: each poll, the viewer count (origin and edges) gives
+/// the tier; a rung the tier adds starts (it joins at the next source keyframe, running rungs
+/// untouched) and is advertised; a rung it drops leaves the multivariant playlist and keeps
+/// running while anyone still fetches it, then stops after the quiet period.
+async fn follow_viewers(
+    plan: Arc<LadderPlan>,
+    streams: Arc<origin::Streams>,
+    edges: Arc<origin::edges::Edges>,
+    name: String,
+    session: media::SessionId,
+    mut ladder: Ladder,
+) {
+    let mut tick = tokio::time::interval(LADDER_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tier = ladder.tiering.current();
+    loop {
+        tick.tick().await;
+        let Some(stream) = streams.get(&name).filter(|s| s.session == session) else {
+            return;
+        };
+        if !ladder.transcoder.is_running() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let viewers = edges.rendition_viewers(&name, now);
+        let total: u64 = viewers.values().sum();
+        let new_tier = ladder
+            .tiering
+            .update(&plan.ladder, total, ladder.priority, now);
+        if new_tier != tier {
+            tracing::info!(
+                viewers = total,
+                from = tier,
+                to = new_tier,
+                "ladder tier changed"
+            );
+            tier = new_tier;
+        }
+        let source_height = stream.renditions().first().map_or(0, |r| {
+            r.info.lock().unwrap_or_else(|e| e.into_inner()).height
+        });
+        let wanted = plan.rungs(tier, source_height);
+        for rung in &wanted {
+            if ladder.running.contains_key(&rung.name) {
+                continue;
+            }
+            match ladder.transcoder.add(rung) {
+                Ok(feed) => {
+                    let input = RenditionInput {
+                        events: feed.stream.subscribe(&format!("packager:{}", feed.id)),
+                        id: feed.id,
+                    };
+                    if streams.add_rendition(&name, session, input) {
+                        tracing::info!(rung = %rung.name, "rung started for the viewers");
+                        ladder.running.insert(rung.name.clone(), None);
+                    } else {
+                        ladder.transcoder.remove(&rung.name);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, rung = %rung.name, "cannot start a rung thread")
+                }
+            }
+        }
+        let mut stop = Vec::new();
+        for (rung, idle_since) in &mut ladder.running {
+            let advertised = wanted.iter().any(|w| &w.name == rung);
+            streams.advertise(&name, session, rung, advertised);
+            let watched = viewers.get(rung).is_some_and(|n| *n > 0);
+            if advertised || watched {
+                *idle_since = None;
+            } else if now.duration_since(*idle_since.get_or_insert(now)) >= plan.quiet_period {
+                stop.push(rung.clone());
+            }
+        }
+        for rung in stop {
+            tracing::info!(rung = %rung, "rung stopped: not advertised and no viewers");
+            ladder.transcoder.remove(&rung);
+            ladder.running.remove(&rung);
+        }
+    }
 }
 
 /// Starts the origin with a validated config. Call from within the tokio runtime.
@@ -113,15 +279,15 @@ pub async fn start_origin(cfg: config::Config) -> anyhow::Result<Origin> {
     }
     let origin_metrics = Arc::new(origin::metrics::Metrics::default());
     let streams = origin::Streams::new(cfg.origin_config(), Arc::clone(&origin_metrics));
+    let edges = Arc::new(cfg.edges());
     let on_new = {
         let streams = Arc::clone(&streams);
+        let edges = Arc::clone(&edges);
         let copies = cfg.copy_renditions.clone();
-        let plan = cfg.ladder()?.map(|ladder| LadderPlan {
-            ladder,
-            priorities: cfg.priorities(),
-            threads_per_rung: cfg.transcode.as_ref().and_then(|t| t.threads_per_rung),
-        });
-        move |new| wire_stream(&streams, &copies, plan.as_ref(), new)
+        let plan = cfg
+            .ladder()?
+            .map(|ladder| Arc::new(LadderPlan::new(ladder, &cfg)));
+        move |new| wire_stream(&streams, &edges, &copies, plan.as_ref(), new)
     };
     let hub = ingest::Hub::new(keys, cfg.grace_period(), on_new);
     let metrics = Metrics::new();
@@ -157,7 +323,7 @@ pub async fn start_origin(cfg: config::Config) -> anyhow::Result<Origin> {
     ));
     let state = origin::http::AppState {
         streams: Arc::clone(&streams),
-        edges: Arc::new(cfg.edges()),
+        edges,
     };
     let router = origin::http::router(state).merge(Arc::new(metrics).router());
     let http_task = tokio::spawn(origin::http::run(http, router, shutdown.clone()));

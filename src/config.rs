@@ -64,8 +64,25 @@ pub struct Config {
 pub struct TranscodeConfig {
     pub rungs: Vec<RungConfig>,
     pub tiers: Vec<TierConfig>,
-    /// libx264 threads per rung [default: the machine's cores / the rungs running, at least 1].
+    /// libx264 threads per rung [default: the machine's cores / the largest tier's rungs, at
+    /// least 1].
     pub threads_per_rung: Option<usize>,
+    /// Seconds the viewer count must stay below a tier before the ladder drops to a lower one
+    /// [default 60].
+    pub hysteresis: Option<f64>,
+    /// Seconds a rung no longer advertised keeps running without viewers before it stops
+    /// [default 30].
+    pub quiet_period: Option<f64>,
+}
+
+impl TranscodeConfig {
+    pub fn hysteresis(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.hysteresis.unwrap_or(60.0))
+    }
+
+    pub fn quiet_period(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.quiet_period.unwrap_or(30.0))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -252,9 +269,19 @@ impl Config {
                 }
             }
         }
-        if let Some(n) = self.transcode.as_ref().and_then(|t| t.threads_per_rung) {
-            if !(1..=64).contains(&n) {
-                bail!("transcode.threads_per_rung must be between 1 and 64");
+        if let Some(t) = &self.transcode {
+            if let Some(n) = t.threads_per_rung {
+                if !(1..=64).contains(&n) {
+                    bail!("transcode.threads_per_rung must be between 1 and 64");
+                }
+            }
+            for (key, v) in [
+                ("hysteresis", t.hysteresis),
+                ("quiet_period", t.quiet_period),
+            ] {
+                if v.is_some_and(|v| !(0.0..=86_400.0).contains(&v)) {
+                    bail!("transcode.{key} must be between 0 and 86400 seconds");
+                }
             }
         }
         let mut names = std::collections::HashSet::new();

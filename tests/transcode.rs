@@ -38,6 +38,101 @@ fn video_stream(path: &std::path::Path) -> (u32, u32, f64) {
     (f[0].parse().unwrap(), f[1].parse().unwrap(), rate)
 }
 
+/// One complete segment of a rendition, as fetched.
+#[derive(Debug, Clone)]
+struct Seg {
+    msn: u64,
+    /// When its first video frame is presented (90 kHz, tfdt + composition offset: as MSE
+    /// reads it; ffprobe shifts the PTS of a track with negative offsets).
+    presented: i64,
+    /// Video keyframes in it, and whether the first video frame is one.
+    keyframes: usize,
+    starts_with_key: bool,
+}
+
+/// The last `n` complete segments of `rendition` (init + each segment probed), and the
+/// rendition's init + those segments in one file.
+async fn last_segments(
+    c: &reqwest::Client,
+    base: &str,
+    rendition: &str,
+    n: usize,
+    dir: &std::path::Path,
+) -> (Vec<Seg>, std::path::PathBuf) {
+    let url = format!("{base}/live/cam/{rendition}/index.m3u8");
+    let (_, text) = hls::get_text(c, &url).await;
+    let pl = hls::MediaPlaylist::parse(&text).unwrap();
+    let (_, init) = hls::get_bytes(c, &format!("{base}/live/cam/{rendition}/init.mp4")).await;
+    let track = player_test::mp4::video_track(&init).unwrap();
+    let mut all = init.clone();
+    let mut out = Vec::new();
+    let complete: Vec<_> = pl.segments.iter().filter(|s| s.uri.is_some()).collect();
+    for s in &complete[complete.len().saturating_sub(n)..] {
+        let uri = s.uri.as_ref().unwrap();
+        let (status, seg) = hls::get_bytes(c, &format!("{base}/live/cam/{rendition}/{uri}")).await;
+        assert_eq!(status, 200, "{rendition}/{uri}");
+        let path = common::write_media(dir, &format!("{rendition}-{uri}.mp4"), &init, &[&seg]);
+        let video: Vec<_> = common::packets(&path)
+            .into_iter()
+            .filter(|p| p.video)
+            .collect();
+        let run = player_test::mp4::video_run(&seg, track).unwrap().unwrap();
+        out.push(Seg {
+            msn: s.msn,
+            presented: (run.first_presented_secs * 90_000.0).round() as i64,
+            keyframes: video.iter().filter(|p| p.keyframe).count(),
+            starts_with_key: video.first().is_some_and(|p| p.keyframe),
+        });
+        all.extend_from_slice(&seg);
+    }
+    let whole = dir.join(format!("{rendition}-all.mp4"));
+    std::fs::write(&whole, &all).unwrap();
+    (out, whole)
+}
+
+/// Waits (at most 30 s) until `rendition` lists `n` complete segments.
+async fn wait_segments(c: &reqwest::Client, base: &str, rendition: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = hls::get_text(c, &format!("{base}/live/cam/{rendition}/index.m3u8")).await;
+        let complete = hls::MediaPlaylist::parse(&text)
+            .map(|p| p.segments.iter().filter(|s| s.uri.is_some()).count())
+            .unwrap_or(0);
+        if complete >= n || Instant::now() > deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Each media sequence number both lists have starts at the same presentation time (±1 tick);
+/// at least `min_common` of them.
+fn assert_aligned(a: (&str, &[Seg]), b: (&str, &[Seg]), min_common: usize) {
+    let common: Vec<(&Seg, &Seg)> =
+        a.1.iter()
+            .filter_map(|x| b.1.iter().find(|y| y.msn == x.msn).map(|y| (x, y)))
+            .collect();
+    assert!(
+        common.len() >= min_common,
+        "{} {:?}\n{} {:?}",
+        a.0,
+        a.1,
+        b.0,
+        b.1
+    );
+    for (x, y) in common {
+        assert!(
+            (x.presented - y.presented).abs() <= 1,
+            "segment {} starts at {} in {} and {} in {}",
+            x.msn,
+            x.presented,
+            a.0,
+            y.presented,
+            b.0
+        );
+    }
+}
+
 #[test]
 fn a_720p_b_frame_publish_gets_the_source_and_an_aligned_480p_rung() {
     // 1 s segments, so the 16-segment window (and with it delta updates) fills in 16 s.
@@ -77,55 +172,18 @@ fn a_720p_b_frame_publish_gets_the_source_and_an_aligned_480p_rung() {
         );
 
         // Wait for a few complete segments in the rung.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (_, text) = hls::get_text(&c, &format!("{base}/live/cam/480p/index.m3u8")).await;
-            let complete = hls::MediaPlaylist::parse(&text)
-                .map(|p| p.segments.iter().filter(|s| s.uri.is_some()).count())
-                .unwrap_or(0);
-            if complete >= 6 || Instant::now() > deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
+        wait_segments(&c, &base, "480p", 6).await;
 
         // The same media sequence numbers in both renditions, fetched whole.
-        let mut firsts = Vec::new();
+        let mut listed = Vec::new();
         for rendition in ["source", "480p"] {
-            let url = format!("{base}/live/cam/{rendition}/index.m3u8");
-            let (_, text) = hls::get_text(&c, &url).await;
-            let pl = hls::MediaPlaylist::parse(&text).unwrap();
-            let (_, init) =
-                hls::get_bytes(&c, &format!("{base}/live/cam/{rendition}/init.mp4")).await;
-            let track = player_test::mp4::video_track(&init).unwrap();
-            let mut per_msn = std::collections::BTreeMap::new();
-            let mut all = init.clone();
-            let complete: Vec<_> = pl.segments.iter().filter(|s| s.uri.is_some()).collect();
-            for s in &complete[complete.len().saturating_sub(4)..] {
-                let uri = s.uri.as_ref().unwrap();
-                let (status, seg) =
-                    hls::get_bytes(&c, &format!("{base}/live/cam/{rendition}/{uri}")).await;
-                assert_eq!(status, 200, "{rendition}/{uri}");
-                let path = common::write_media(
-                    tmp.path(),
-                    &format!("{rendition}-{uri}.mp4"),
-                    &init,
-                    &[&seg],
-                );
-                let packets = common::packets(&path);
-                let first = packets.iter().find(|p| p.video).unwrap().clone();
+            let (segs, whole) = last_segments(&c, &base, rendition, 6, tmp.path()).await;
+            for seg in &segs {
                 assert!(
-                    first.keyframe,
-                    "{rendition}/{uri} does not start with a keyframe"
+                    seg.starts_with_key,
+                    "{rendition} {seg:?} does not start with a keyframe"
                 );
-                // The presentation time as MSE reads it (ffprobe shifts a B-frame track's).
-                let run = player_test::mp4::video_run(&seg, track).unwrap().unwrap();
-                let presented = (run.first_presented_secs * 90_000.0).round() as i64;
-                per_msn.insert(s.msn, presented);
-                all.extend_from_slice(&seg);
             }
-            let whole = tmp.path().join(format!("{rendition}-all.mp4"));
-            std::fs::write(&whole, &all).unwrap();
             assert_eq!(
                 common::decode_errors(&whole),
                 None,
@@ -139,20 +197,9 @@ fn a_720p_b_frame_publish_gets_the_source_and_an_aligned_480p_rung() {
             };
             assert_eq!((w, h), want, "{rendition} size");
             assert!((fps - 30.0).abs() < 0.5, "{rendition} frame rate {fps}");
-            firsts.push(per_msn);
+            listed.push(segs);
         }
-        let common_msns: Vec<_> = firsts[0]
-            .keys()
-            .filter(|m| firsts[1].contains_key(m))
-            .collect();
-        assert!(common_msns.len() >= 3, "{firsts:?}");
-        for msn in common_msns {
-            let (a, b) = (firsts[0][msn], firsts[1][msn]);
-            assert!(
-                (a - b).abs() <= 1,
-                "segment {msn} starts at {a} in the source and {b} in 480p"
-            );
-        }
+        assert_aligned(("source", &listed[0]), ("480p", &listed[1]), 3);
 
         // Every LL-HLS rule in both renditions, rendition reports included (this ends with the
         // publisher killed and the playlists ended).
@@ -162,6 +209,243 @@ fn a_720p_b_frame_publish_gets_the_source_and_an_aligned_480p_rung() {
             failures.is_empty(),
             "LL-HLS rules broken:\n{}",
             failures.join("\n")
+        );
+    });
+}
+
+/// The rendition ids the multivariant playlist lists, in order.
+async fn variants(c: &reqwest::Client, base: &str) -> Vec<String> {
+    let (_, text) = hls::get_text(c, &format!("{base}/live/cam/index.m3u8")).await;
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split('/').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Viewers: each session fetches its rendition's playlist every 500 ms (as a player's reload
+/// would, with its session id) until `stop` is set.
+fn watch(
+    base: &str,
+    rendition: &str,
+    sessions: std::ops::Range<u32>,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    for i in sessions {
+        let url = format!("{base}/live/cam/{rendition}/index.m3u8?fcsid=viewer-{i}");
+        let stop = std::sync::Arc::clone(stop);
+        tokio::spawn(async move {
+            let c = hls::client();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = c.get(&url).send().await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+    }
+}
+
+/// Waits (polling every 300 ms, at most `limit`) until `check` holds of the multivariant's
+/// renditions; how long it took, or `None`.
+async fn until_variants(
+    c: &reqwest::Client,
+    base: &str,
+    limit: Duration,
+    check: impl Fn(&[String]) -> bool,
+) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check(&variants(c, base).await) {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    None
+}
+
+/// Advertise by tier, stop by demand, with a two-tier ladder of our own on a 640x360 B-frame
+/// source: `low` (180p) for everyone, `mid` (270p) from 10 viewers on. Twelve viewer sessions
+/// bring `mid` into the multivariant within 10 s; it joins aligned with the source (same media
+/// sequence numbers at the same presentation times, starting with an IDR) while the running
+/// `low` rung goes on untouched (one init, no discontinuity, IDRs only at segment starts).
+/// When the viewers leave, `mid` leaves the multivariant only after the hysteresis, and a
+/// viewer still on it keeps getting media until it leaves too; then the rung stops (ENDLIST).
+#[test]
+fn the_ladder_follows_the_viewers() {
+    const HYSTERESIS: f64 = 6.0;
+    let server = Server::start(&common::config(&format!(
+        "{}\nviewer_window = 3.0\n[transcode]\nhysteresis = {HYSTERESIS}\nquiet_period = 4.0\n\
+         [[transcode.rungs]]\nname = \"low\"\nheight = 180\nbitrate_kbps = 300\n\
+         [[transcode.rungs]]\nname = \"mid\"\nheight = 270\nbitrate_kbps = 500\n\
+         [[transcode.tiers]]\nmin_viewers = 0\nrungs = [\"low\"]\n\
+         [[transcode.tiers]]\nmin_viewers = 10\nrungs = [\"mid\", \"low\"]\n",
+        conformance::CONFIG
+    )));
+    let mut source = Source::small(80.0);
+    source.gop = 30;
+    let _publisher = Publisher::rtmp(&server.rtmp_url(common::KEY), &source);
+    let base = server.base();
+    let tmp = tempfile::tempdir().unwrap();
+    common::runtime().block_on(async {
+        let c = hls::client();
+        hls::wait_stream(&c, &base, "cam").await;
+        let tier0 = until_variants(&c, &base, Duration::from_secs(20), |v| v == ["source", "low"])
+            .await;
+        assert!(tier0.is_some(), "no viewers: source + low, got {:?}", variants(&c, &base).await);
+
+        // Twelve viewers on `low`: the second tier within 10 s.
+        let crowd = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        watch(&base, "low", 0..12, &crowd);
+        let up = until_variants(&c, &base, Duration::from_secs(10), |v| {
+            v.iter().any(|r| r == "mid")
+        })
+        .await;
+        assert!(up.is_some(), "12 viewers: mid not listed within 10 s: {:?}", variants(&c, &base).await);
+        eprintln!("tier up after {:?}", up.unwrap_or_default());
+        // One viewer moves to `mid` and stays there.
+        let stayer = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        watch(&base, "mid", 100..101, &stayer);
+
+        // Let a few segments of `mid` complete, then compare with the source and look at `low`.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let (src, _) = last_segments(&c, &base, "source", 5, tmp.path()).await;
+        let (mid, mid_all) = last_segments(&c, &base, "mid", 4, tmp.path()).await;
+        let (low, low_all) = last_segments(&c, &base, "low", 12, tmp.path()).await;
+        for seg in mid.iter().chain(&low) {
+            assert!(seg.starts_with_key, "{seg:?} does not start with a keyframe");
+            assert_eq!(seg.keyframes, 1, "{seg:?}: an IDR inside a segment");
+        }
+        assert_aligned(("source", &src), ("mid", &mid), 3);
+        assert_aligned(("source", &src), ("low", &low), 4);
+        for (rendition, whole, want) in [("mid", &mid_all, (480, 270)), ("low", &low_all, (320, 180))] {
+            assert_eq!(common::decode_errors(whole), None, "{rendition} does not decode");
+            let (w, h, _) = video_stream(whole);
+            assert_eq!((w, h), want, "{rendition} size");
+        }
+        let (_, low_text) = hls::get_text(&c, &format!("{base}/live/cam/low/index.m3u8")).await;
+        assert!(!low_text.contains("#EXT-X-DISCONTINUITY"), "low was restarted:\n{low_text}");
+        assert_eq!(low_text.matches("#EXT-X-MAP").count(), 1, "low was restarted:\n{low_text}");
+
+        // The crowd leaves: `mid` stays listed for the hysteresis after the count falls.
+        crowd.store(true, std::sync::atomic::Ordering::Relaxed);
+        let left = Instant::now();
+        let down = until_variants(&c, &base, Duration::from_secs(40), |v| {
+            !v.iter().any(|r| r == "mid")
+        })
+        .await
+        .expect("mid still listed 40 s after the viewers left");
+        eprintln!("tier down {down:?} after the viewers left");
+        assert!(
+            down.as_secs_f64() >= HYSTERESIS,
+            "mid left the multivariant {down:?} after the viewers, before the {HYSTERESIS} s hysteresis"
+        );
+        let _ = left;
+        // Its last viewer still gets media: the playlist goes on past the quiet period.
+        let mid_url = format!("{base}/live/cam/mid/index.m3u8");
+        let before = hls::MediaPlaylist::parse(&hls::get_text(&c, &mid_url).await.1).unwrap();
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let (status, text) = hls::get_text(&c, &mid_url).await;
+        let after = hls::MediaPlaylist::parse(&text).unwrap();
+        assert_eq!(status, 200);
+        assert!(!text.contains("#EXT-X-ENDLIST"), "mid ended while watched:\n{text}");
+        let last = |p: &hls::MediaPlaylist| p.segments.last().map_or(0, |s| s.msn);
+        assert!(last(&after) > last(&before), "mid stopped advancing while watched:\n{text}");
+
+        // The last viewer leaves: the rung stops and its playlist ends.
+        stayer.store(true, std::sync::atomic::Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(25);
+        loop {
+            let (_, text) = hls::get_text(&c, &mid_url).await;
+            if text.contains("#EXT-X-ENDLIST") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "mid still running 25 s after its last viewer left");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert_eq!(variants(&c, &base).await, ["source", "low"]);
+    });
+}
+
+/// Odd sources: 638x358 (even, not a multiple of 16) at 60 fps with a 180-line rung capped at
+/// 30 fps: the rung keeps the aspect ratio with even dimensions, runs at 30 fps (every other
+/// frame kept, the one at each keyframe always), its segments start with the source's IDRs
+/// at the same times and hold no other IDR. And a source smaller than every rung of the
+/// standard ladder is offered alone.
+#[test]
+fn odd_sizes_and_rates_and_a_source_smaller_than_every_rung() {
+    let server = Server::start(&common::config(&format!(
+        "{}\n[transcode]\n[[transcode.rungs]]\nname = \"r180\"\nheight = 180\nbitrate_kbps = 300\nmax_fps = 30\n\
+         [[transcode.tiers]]\nmin_viewers = 0\nrungs = [\"r180\"]\n",
+        conformance::CONFIG
+    )));
+    let source = Source {
+        width: 638,
+        height: 358,
+        fps: "60",
+        gop: 60,
+        seconds: 30.0,
+        video_bitrate: "800k",
+        audio_only: false,
+    };
+    let publisher = Publisher::rtmp(&server.rtmp_url(common::KEY), &source);
+    let base = server.base();
+    let tmp = tempfile::tempdir().unwrap();
+    common::runtime().block_on(async {
+        let c = hls::client();
+        hls::wait_stream(&c, &base, "cam").await;
+        let listed = until_variants(&c, &base, Duration::from_secs(20), |v| {
+            v == ["source", "r180"]
+        })
+        .await;
+        assert!(listed.is_some(), "{:?}", variants(&c, &base).await);
+        wait_segments(&c, &base, "r180", 6).await;
+        let (src, src_all) = last_segments(&c, &base, "source", 6, tmp.path()).await;
+        let (rung, rung_all) = last_segments(&c, &base, "r180", 5, tmp.path()).await;
+        for seg in &rung {
+            assert!(
+                seg.starts_with_key,
+                "{seg:?} does not start with a keyframe"
+            );
+            assert_eq!(seg.keyframes, 1, "{seg:?}: an IDR inside a segment");
+        }
+        assert_aligned(("source", &src), ("r180", &rung), 3);
+        assert_eq!(
+            common::decode_errors(&rung_all),
+            None,
+            "r180 does not decode"
+        );
+        let (w, h, fps) = video_stream(&rung_all);
+        let exact = 638.0 * 180.0 / 358.0;
+        assert!(
+            h == 180 && w % 2 == 0 && (f64::from(w) - exact).abs() <= 2.0,
+            "{w}x{h}"
+        );
+        assert!((fps - 30.0).abs() < 0.5, "r180 at {fps} fps");
+        let (_, _, source_fps) = video_stream(&src_all);
+        assert!(
+            (source_fps - 60.0).abs() < 0.5,
+            "source at {source_fps} fps"
+        );
+    });
+    drop(publisher);
+
+    // 320x180 against the standard ladder (480p is its smallest rung of the first tier).
+    let server = Server::start(&common::config(&format!(
+        "{}\n[transcode]\n",
+        conformance::CONFIG
+    )));
+    let mut small = Source::small(20.0);
+    (small.width, small.height) = (320, 180);
+    let _publisher = Publisher::rtmp(&server.rtmp_url(common::KEY), &small);
+    let base = server.base();
+    common::runtime().block_on(async {
+        let c = hls::client();
+        hls::wait_stream(&c, &base, "cam").await;
+        // Once the source has a few segments the ladder has had every chance to add a rung.
+        wait_segments(&c, &base, "source", 4).await;
+        assert_eq!(
+            variants(&c, &base).await,
+            ["source"],
+            "a 180-line source gets no 480p"
         );
     });
 }

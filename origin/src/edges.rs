@@ -107,8 +107,16 @@ impl Edges {
         Some(edges[i].1.clone())
     }
 
-    /// Viewers of one stream: total, per rendition, per edge (`origin` for direct viewers).
-    pub fn stream_viewers(&self, stream: &str, now: Instant) -> serde_json::Value {
+    /// (per rendition, per source → per rendition) viewer counts of one stream.
+    #[allow(clippy::type_complexity)]
+    fn collect(
+        &self,
+        stream: &str,
+        now: Instant,
+    ) -> (
+        BTreeMap<String, u64>,
+        BTreeMap<String, BTreeMap<String, u64>>,
+    ) {
         let mut per_rendition: BTreeMap<String, u64> = BTreeMap::new();
         let mut per_edge: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
         let local = self
@@ -136,6 +144,17 @@ impl Edges {
                 }
             }
         }
+        (per_rendition, per_edge)
+    }
+
+    /// Viewers of one stream per rendition, summed over the origin and every edge.
+    pub fn rendition_viewers(&self, stream: &str, now: Instant) -> BTreeMap<String, u64> {
+        self.collect(stream, now).0
+    }
+
+    /// Viewers of one stream: total, per rendition, per edge (`origin` for direct viewers).
+    pub fn stream_viewers(&self, stream: &str, now: Instant) -> serde_json::Value {
+        let (per_rendition, per_edge) = self.collect(stream, now);
         serde_json::json!({
             "total": per_rendition.values().sum::<u64>(),
             "renditions": per_rendition,

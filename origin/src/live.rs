@@ -3,11 +3,11 @@
 //! the windows and wait on their `watch` channels. No lock is held across an `.await`.
 
 use crate::metrics::{observe, Metrics};
-use crate::packager::{Packaged, Packager, PackagerConfig};
+use crate::packager::{LeadTimeline, Packaged, Packager, PackagerConfig};
 use crate::window::{Change, LiveWindow};
 use media::fanout::{StreamEventKind, Subscription};
 use media::{SessionId, StreamName};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -62,6 +62,9 @@ pub struct Rendition {
     /// Bumped on any change, including bytes appended to the part being written.
     pub bytes: watch::Sender<u64>,
     pub info: Mutex<TrackInfo>,
+    /// Listed in the multivariant playlist (and in other renditions' reports). A rendition
+    /// that is not keeps serving whoever still fetches it.
+    advertised: AtomicBool,
 }
 
 impl Rendition {
@@ -72,7 +75,12 @@ impl Rendition {
             position: watch::channel(0).0,
             bytes: watch::channel(0).0,
             info: Mutex::new(TrackInfo::default()),
+            advertised: AtomicBool::new(true),
         }
+    }
+
+    pub fn is_advertised(&self) -> bool {
+        self.advertised.load(Ordering::Relaxed)
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, LiveWindow> {
@@ -96,13 +104,33 @@ impl Rendition {
 pub struct LiveStream {
     pub name: StreamName,
     pub session: SessionId,
-    pub renditions: Vec<Arc<Rendition>>,
+    /// The first is the source; renditions join (a rung started for more viewers) and stay
+    /// until the stream ends.
+    renditions: RwLock<Vec<Arc<Rendition>>>,
     pub started: SystemTime,
     /// A publisher is connected (false during the grace period and after the end).
     pub publishing: AtomicBool,
     /// Renditions still being packaged.
     running: AtomicUsize,
+    /// The source rendition's timeline and segment numbers, which the others follow.
+    lead: Mutex<Lead>,
+    /// Bumped whenever `lead` changes.
+    lead_changed: watch::Sender<u64>,
 }
+
+/// What the source rendition's packager tells the others.
+#[derive(Debug, Default)]
+struct Lead {
+    timeline: Option<LeadTimeline>,
+    /// Recent segment starts (output time, 90 kHz) and their media sequence numbers.
+    starts: VecDeque<(i64, u64)>,
+}
+
+/// Segment starts kept in [`Lead`] (a joining rendition's first keyframe is matched to one).
+const LEAD_STARTS: usize = 64;
+/// How long a following rendition waits for the source's packager to reach a frame it has
+/// (the source's is usually ahead: a copy runs beside it, a rung behind its encoder).
+const LEAD_WAIT: Duration = Duration::from_secs(2);
 
 /// One rendition to package: its id (in URLs) and the subscription that feeds it.
 #[derive(Debug)]
@@ -116,8 +144,32 @@ impl LiveStream {
         self.publishing.load(Ordering::Relaxed)
     }
 
-    pub fn rendition(&self, id: &str) -> Option<&Arc<Rendition>> {
-        self.renditions.iter().find(|r| r.id == id)
+    /// Every rendition, the source first.
+    pub fn renditions(&self) -> Vec<Arc<Rendition>> {
+        self.renditions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The renditions the multivariant playlist lists.
+    pub fn advertised(&self) -> Vec<Arc<Rendition>> {
+        let mut v = self.renditions();
+        v.retain(|r| r.is_advertised());
+        v
+    }
+
+    pub fn rendition(&self, id: &str) -> Option<Arc<Rendition>> {
+        self.renditions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|r| r.id == id)
+            .cloned()
+    }
+
+    fn lead(&self) -> std::sync::MutexGuard<'_, Lead> {
+        self.lead.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -153,7 +205,8 @@ impl Streams {
     }
 
     /// Starts packaging a stream: one packager and live window per rendition (the first one
-    /// listed first in the multivariant playlist). Call from within the tokio runtime.
+    /// listed first in the multivariant playlist; the others follow its timeline). Call from
+    /// within the tokio runtime.
     pub fn start(
         self: &Arc<Self>,
         name: StreamName,
@@ -165,51 +218,114 @@ impl Streams {
         let first_msn = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let windows = renditions.iter().map(|r| {
-            let window = LiveWindow::new(
-                first_msn,
-                self.config.window_segments,
-                self.config.part_target.as_secs_f64(),
-            );
-            Arc::new(Rendition::new(&r.id, window))
-        });
+        let windows = renditions
+            .iter()
+            .map(|r| Arc::new(Rendition::new(&r.id, self.window(first_msn))));
         let stream = Arc::new(LiveStream {
             name: name.clone(),
             session,
-            renditions: windows.collect(),
+            renditions: RwLock::new(windows.collect()),
             started: SystemTime::now(),
             publishing: AtomicBool::new(false),
             running: AtomicUsize::new(renditions.len()),
+            lead: Mutex::new(Lead::default()),
+            lead_changed: watch::channel(0).0,
         });
         {
             let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-            map.insert(name.clone(), Arc::clone(&stream));
+            map.insert(name, Arc::clone(&stream));
         }
         for (index, input) in renditions.into_iter().enumerate() {
-            let streams = Arc::clone(self);
-            let stream = Arc::clone(&stream);
-            let span = tracing::info_span!(parent: None, "stream", stream = %name, session = %session, rendition = %input.id);
-            tokio::spawn(
-                async move {
-                    tracing::info!("packaging started");
-                    run_packager(&streams, &stream, index, input.events).await;
-                    tracing::info!("rendition ended: playlist has ENDLIST");
-                    if stream.running.fetch_sub(1, Ordering::AcqRel) > 1 {
-                        return;
-                    }
-                    tracing::info!("stream ended");
-                    tokio::time::sleep(streams.config.ended_linger).await;
-                    let mut map = streams.map.write().unwrap_or_else(|e| e.into_inner());
-                    if map
-                        .get(&stream.name)
-                        .is_some_and(|s| Arc::ptr_eq(s, &stream))
-                    {
-                        map.remove(&stream.name);
-                    }
-                }
-                .instrument(span),
-            );
+            self.spawn_rendition(&stream, index, input);
         }
+    }
+
+    fn window(&self, first_msn: u64) -> LiveWindow {
+        LiveWindow::new(
+            first_msn,
+            self.config.window_segments,
+            self.config.part_target.as_secs_f64(),
+        )
+    }
+
+    /// Adds a rendition to a running stream (this session of it): it follows the source's
+    /// timeline and segment numbers from the first source segment start it can join at, and
+    /// is advertised at once (an ended rendition of that id is replaced). False when the
+    /// stream (session) is gone or the id is taken by a running rendition.
+    pub fn add_rendition(
+        self: &Arc<Self>,
+        name: &str,
+        session: SessionId,
+        input: RenditionInput,
+    ) -> bool {
+        let Some(stream) = self.get(name).filter(|s| s.session == session) else {
+            return false;
+        };
+        let index = {
+            let mut list = stream.renditions.write().unwrap_or_else(|e| e.into_inner());
+            let next = list.first().map_or(0, |source| source.lock().next_msn());
+            let fresh = Arc::new(Rendition::new(&input.id, self.window(next)));
+            match list.iter().position(|r| r.id == input.id) {
+                // A rung stopped earlier and started again: a new playlist under its id.
+                Some(i) if list[i].lock().ended() => {
+                    list[i] = fresh;
+                    i
+                }
+                Some(_) => return false,
+                None => {
+                    list.push(fresh);
+                    list.len() - 1
+                }
+            }
+        };
+        stream.running.fetch_add(1, Ordering::AcqRel);
+        self.spawn_rendition(&stream, index, input);
+        true
+    }
+
+    /// Lists (or stops listing) a rendition in the multivariant playlist; the source is always
+    /// listed. A rendition no longer listed still serves whoever fetches it.
+    pub fn advertise(&self, name: &str, session: SessionId, id: &str, on: bool) {
+        let Some(stream) = self.get(name).filter(|s| s.session == session) else {
+            return;
+        };
+        let list = stream.renditions.read().unwrap_or_else(|e| e.into_inner());
+        for r in list.iter().skip(1).filter(|r| r.id == id) {
+            if r.advertised.swap(on, Ordering::Relaxed) != on {
+                tracing::info!(stream = %name, rendition = id, advertised = on, "multivariant changed");
+            }
+        }
+    }
+
+    fn spawn_rendition(
+        self: &Arc<Self>,
+        stream: &Arc<LiveStream>,
+        index: usize,
+        input: RenditionInput,
+    ) {
+        let streams = Arc::clone(self);
+        let stream = Arc::clone(stream);
+        let span = tracing::info_span!(parent: None, "stream", stream = %stream.name, session = %stream.session, rendition = %input.id);
+        tokio::spawn(
+            async move {
+                tracing::info!("packaging started");
+                run_packager(&streams, &stream, index, input.events).await;
+                tracing::info!("rendition ended: playlist has ENDLIST");
+                if stream.running.fetch_sub(1, Ordering::AcqRel) > 1 {
+                    return;
+                }
+                tracing::info!("stream ended");
+                tokio::time::sleep(streams.config.ended_linger).await;
+                let mut map = streams.map.write().unwrap_or_else(|e| e.into_inner());
+                if map
+                    .get(&stream.name)
+                    .is_some_and(|s| Arc::ptr_eq(s, &stream))
+                {
+                    map.remove(&stream.name);
+                }
+            }
+            .instrument(span),
+        );
     }
 }
 
@@ -224,7 +340,14 @@ async fn run_packager(
         streams.config.min_target_duration,
     );
     let mut packager = Packager::new(cfg);
-    let rendition = &stream.renditions[index];
+    let Some(rendition) = stream.renditions().get(index).cloned() else {
+        return;
+    };
+    let rendition = &rendition;
+    // A follower drops frames until its first keyframe lands on a segment start of the
+    // source's (its first segment takes that number); then it cuts where the source does.
+    let mut joining = index > 0;
+    let mut lead_rx = stream.lead_changed.subscribe();
     let metrics = &streams.metrics;
     let label = [stream.name.as_str()];
     let mut timeline = packager.stats();
@@ -245,7 +368,41 @@ async fn run_packager(
         // in an audio-only stream.
         let is_video = matches!(&ev.kind, StreamEventKind::Frame(f)
             if f.track == media::Track::Video || packager.video_config().is_none());
+        if let (true, StreamEventKind::Frame(f)) = (index > 0, &ev.kind) {
+            let deadline = tokio::time::Instant::now() + LEAD_WAIT;
+            let join = loop {
+                let j = join_at(&stream.lead(), &packager, ev.generation, f, joining);
+                if j != Join::Wait {
+                    break j;
+                }
+                let changed = tokio::time::timeout_at(deadline, lead_rx.changed()).await;
+                if !matches!(changed, Ok(Ok(()))) {
+                    // The source is stuck or gone: a joined rendition goes on (unaligned for
+                    // this generation), a joining one keeps waiting for a place to join.
+                    break if joining { Join::Drop } else { Join::Go };
+                }
+            };
+            if let Some(t) = stream.lead().timeline {
+                packager.follow(t);
+            }
+            match join {
+                Join::At(msn) => {
+                    rendition.lock().set_next_msn(msn);
+                    joining = false;
+                }
+                Join::Drop | Join::Wait => continue,
+                Join::Go => {}
+            }
+        }
         let out = packager.push(ev.generation, &ev.kind, SystemTime::now());
+        if index == 0 {
+            let timeline = packager.timeline();
+            let mut lead = stream.lead();
+            if lead.timeline != timeline {
+                lead.timeline = timeline;
+                stream.lead_changed.send_modify(|v| *v += 1);
+            }
+        }
         let now_stats = packager.stats();
         if now_stats != timeline {
             if index == 0 {
@@ -286,7 +443,19 @@ async fn run_packager(
                     }
                     _ => {}
                 }
+                let start = match &p {
+                    Packaged::SegmentStart { start, .. } if index == 0 => Some(*start),
+                    _ => None,
+                };
                 change = change.max_with(w.apply(p));
+                if let (Some(start), Some(seg)) = (start, w.segments().next_back()) {
+                    let mut lead = stream.lead();
+                    if lead.starts.len() == LEAD_STARTS {
+                        lead.starts.pop_front();
+                    }
+                    lead.starts.push_back((start, seg.msn));
+                    stream.lead_changed.send_modify(|v| *v += 1);
+                }
             }
         }
         rendition.notify(change);
@@ -314,6 +483,60 @@ async fn run_packager(
     w.end();
     drop(w);
     rendition.notify(Change::Position);
+}
+
+/// What a following rendition does with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Join {
+    /// Package it (joined already).
+    Go,
+    /// Its first segment starts here, numbered so.
+    At(u64),
+    /// Not a place to join: drop it.
+    Drop,
+    /// The source has not got this far yet.
+    Wait,
+}
+
+/// A joining rendition starts at a video keyframe where a source segment starts (mapped with
+/// the source's offset, within half a frame), with that segment's number; a stream without
+/// video joins at once, at the source's next number. Every follower waits for the source's
+/// timeline of the frame's generation.
+fn join_at(
+    lead: &Lead,
+    packager: &Packager,
+    generation: u64,
+    f: &media::Frame,
+    joining: bool,
+) -> Join {
+    let Some(timeline) = lead.timeline.filter(|t| t.generation >= generation) else {
+        return Join::Wait;
+    };
+    if !joining {
+        return Join::Go;
+    }
+    if packager.video_config().is_none() {
+        return match lead.starts.back() {
+            Some((_, msn)) => Join::At(msn + 1),
+            None => Join::Wait,
+        };
+    }
+    if f.track != media::Track::Video || !f.keyframe {
+        return Join::Drop;
+    }
+    let t = f.pts.rescale(media::VIDEO_TIMESCALE) + timeline.offset;
+    let tolerance = packager.frame_duration() / 2;
+    if let Some((_, msn)) = lead
+        .starts
+        .iter()
+        .find(|(start, _)| (start - t).abs() <= tolerance)
+    {
+        return Join::At(*msn);
+    }
+    match lead.starts.back() {
+        Some((last, _)) if *last >= t => Join::Drop, // mid-segment keyframe: the next one
+        _ => Join::Wait,
+    }
 }
 
 impl Change {

@@ -199,8 +199,9 @@ pub struct Packager {
     pending_audio: Vec<Sample>,
     pending_audio_start: i64,
     est: i64,
-    /// Recent DTS steps; their mean is `est` (a 30-step window averages out RTMP's
-    /// millisecond rounding exactly at 30 fps: 33, 33, 34 ms → 3000 ticks).
+    /// Recent DTS steps; `est` is the mean of those near their median (a 30-step window
+    /// averages out RTMP's millisecond rounding exactly at 30 fps: 33, 33, 34 ms → 3000
+    /// ticks; a hole does not count).
     steps: std::collections::VecDeque<i64>,
     last_video: Option<i64>,
     last_keyframe: Option<i64>,
@@ -222,8 +223,21 @@ pub struct Packager {
     first_audio_wall: Option<SystemTime>,
     /// PDT minus the wall clock at the last segment start (seconds).
     drift: f64,
+    /// Another rendition's timeline this one follows (see [`Packager::follow`]).
+    lead: Option<LeadTimeline>,
     stats: TimelineStats,
     out: Vec<Packaged>,
+}
+
+/// Where a rendition's timeline is: for `generation`, output time = source time (90 kHz) +
+/// `offset`, and the program date-time of output time `anchor.1` is `anchor.0`. A rendition
+/// made from the same source (a transcoded rung, a copy) follows the source rendition's, so
+/// every rendition presents the same picture at the same output time and date-time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeadTimeline {
+    pub generation: u64,
+    pub offset: i64,
+    pub anchor: (SystemTime, i64),
 }
 
 impl Packager {
@@ -262,6 +276,7 @@ impl Packager {
             video_wait_key: false,
             first_audio_wall: None,
             drift: 0.0,
+            lead: None,
             stats: TimelineStats::default(),
             out: Vec::new(),
         }
@@ -292,6 +307,27 @@ impl Packager {
     /// Estimated video frame duration (90 kHz ticks).
     pub fn frame_duration(&self) -> i64 {
         self.est
+    }
+
+    /// This rendition's timeline, once the current generation has started.
+    pub fn timeline(&self) -> Option<LeadTimeline> {
+        Some(LeadTimeline {
+            generation: self.generation,
+            offset: self.offset?,
+            anchor: self.generation_wall,
+        })
+    }
+
+    /// Follows `lead` (the source rendition's [`Packager::timeline`], given again whenever it
+    /// may have changed): while the generations match, this rendition maps source time with
+    /// the lead's offset and dates segments from the lead's anchor, instead of its own first
+    /// keyframe and arrival times.
+    pub fn follow(&mut self, lead: LeadTimeline) {
+        self.lead = Some(lead);
+    }
+
+    fn following(&self) -> Option<LeadTimeline> {
+        self.lead.filter(|l| l.generation == self.generation)
     }
 
     /// Feeds one hub event (of any generation: stale ones are ignored).
@@ -413,6 +449,9 @@ impl Packager {
     /// A frame at output time `t` that arrives [`EARLY`] or more before the wall clock its PDT
     /// implies proves the anchor late: the anchor moves to this arrival (see the module docs).
     fn settle_anchor(&mut self, t: i64, now: SystemTime) {
+        if self.following().is_some() {
+            return; // the lead's anchor rules
+        }
         let (wall, at) = self.generation_wall;
         if t < at {
             return;
@@ -448,12 +487,20 @@ impl Packager {
         if self.video.is_none() && self.audio.is_none() {
             return false;
         }
-        let o = self.timeline_end - source90;
+        let o = match self.following() {
+            Some(lead) => {
+                self.generation_wall = lead.anchor;
+                lead.offset
+            }
+            None => {
+                self.generation_wall = (now, self.timeline_end);
+                self.timeline_end - source90
+            }
+        };
         self.offset = Some(o);
         if let Some(a) = &self.audio {
             self.audio_offset = o * i64::from(a.sample_rate) / TICKS;
         }
-        self.generation_wall = (now, self.timeline_end);
         self.first_audio_wall = None;
         let config = InitConfig {
             video: self.video.clone(),
@@ -506,7 +553,7 @@ impl Packager {
                 // then too.
                 self.video_shift = (f.pts.ticks() - f.dts.ticks()).clamp(0, TICKS);
                 self.rebase(f.pts.ticks(), now);
-                self.timeline_end - f.pts.ticks()
+                self.offset.unwrap_or(self.timeline_end - f.pts.ticks())
             }
         };
         let mut d = f.dts.ticks() + offset + self.video_shift;
@@ -864,6 +911,9 @@ impl Packager {
         if self.last_seg_end.is_some_and(|e| d > e + GAP) {
             self.pending_discontinuity = true; // a hole in the output
         }
+        if let Some(lead) = self.following() {
+            self.generation_wall = lead.anchor;
+        }
         let (mut wall, mut at) = self.generation_wall;
         let mut since = ticks_to_duration(d - at);
         let pdt = wall + since;
@@ -874,7 +924,9 @@ impl Packager {
         // Ahead of the wall clock (settle_anchor keeps it from being so by more than EARLY), or
         // behind it without catching up since the last segment (a slow clock), beyond the
         // bound: re-anchor. A burst after a stall catches up.
-        if drift > DRIFT || (drift < -DRIFT && drift < self.drift + 0.25) {
+        if self.following().is_some() {
+            self.drift = drift;
+        } else if drift > DRIFT || (drift < -DRIFT && drift < self.drift + 0.25) {
             tracing::warn!(
                 drift_secs = drift,
                 "program date-time re-anchored to the wall clock: the publisher's clock drifts"

@@ -115,6 +115,19 @@ impl LiveWindow {
         }
     }
 
+    /// Numbers this window's first segment `msn` (a rendition joining a running stream takes
+    /// the number the source gave the same media). Ignored once a segment exists.
+    pub fn set_next_msn(&mut self, msn: u64) {
+        if self.segments.is_empty() {
+            self.next_msn = msn;
+        }
+    }
+
+    /// The number the next segment will get.
+    pub fn next_msn(&self) -> u64 {
+        self.next_msn
+    }
+
     pub fn apply(&mut self, ev: Packaged) -> Change {
         match ev {
             Packaged::Init { version, bytes, .. } => {

@@ -10,7 +10,12 @@
 //!   encodes with libx264 (`tune=zerolatency`, no B-frames, closed GOP, scenecut off,
 //!   `forced-idr`): an IDR exactly at each source keyframe's presentation time and nowhere
 //!   else, so every rendition cuts segments and parts at the same media times. Output goes
-//!   into the rung's own fan-out, which the origin packages like the source.
+//!   into the rung's own fan-out, which the origin packages like the source; the passed-through
+//!   audio waits for the rung's (later) video, at most [`AUDIO_HOLD`].
+//!
+//! Rungs come and go while the stream runs ([`Transcoder::add`], [`Transcoder::remove`]): a
+//! new rung gets the stream's state (publisher, AAC config) and starts at the next source
+//! keyframe; the others are not touched. With no rung the decoder does not decode.
 //!
 //! Queues are bounded: the decoder's input is a fan-out subscription (a decoder that falls
 //! behind lags to the next keyframe, counted), and each rung's input channel holds
@@ -26,8 +31,9 @@ use ffmpeg_next as ff;
 use media::fanout::{Fanout, StreamEvent, StreamEventKind, Subscription};
 use media::{AvcConfig, CodecConfig, Frame, Timestamp, Track, VIDEO_TIMESCALE};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Instant;
 
 /// Decoded pictures waiting per rung.
@@ -57,56 +63,133 @@ fn init() {
     });
 }
 
-/// Starts the transcoded rungs of one stream: a decoder thread and one thread per rung, each
-/// rung publishing into its own fan-out. They end when the source ends.
-pub fn spawn(
-    source: &Arc<Fanout>,
-    stream_name: &str,
-    rungs: &[Rung],
+/// What the decoder thread is told while it runs.
+enum Control {
+    /// A new rung: it gets the stream's state (publisher, AAC config), then pictures from the
+    /// next source keyframe on.
+    Add(String, SyncSender<Job>),
+    /// Stop feeding this rung: its thread flushes its encoder and ends its rendition.
+    Remove(String),
+}
+
+/// One stream's transcoder: a decoder thread, and rungs added and removed while it runs
+/// (the ladder follows the viewers). Dropping it changes nothing; the threads end with the
+/// source.
+#[derive(Debug)]
+pub struct Transcoder {
+    stream_name: String,
+    metrics: media::fanout::FanoutMetrics,
     threads_per_rung: usize,
-) -> std::io::Result<Vec<RenditionFeed>> {
-    init();
-    let mut feeds = Vec::new();
-    let mut senders = Vec::new();
-    for rung in rungs {
-        let out = Fanout::new(stream_name, RENDITION_QUEUE, source.metrics().clone());
+    control: Mutex<std::sync::mpsc::Sender<Control>>,
+    alive: Arc<AtomicBool>,
+}
+
+impl Transcoder {
+    /// Starts the decoder thread for `source` (it decodes only while some rung is fed).
+    /// Call from within the tokio runtime.
+    pub fn start(
+        source: &Arc<Fanout>,
+        stream_name: &str,
+        threads_per_rung: usize,
+    ) -> std::io::Result<Transcoder> {
+        init();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let alive = Arc::new(AtomicBool::new(true));
+        let input = source.subscribe("transcode:decoder");
+        let handle = tokio::runtime::Handle::current();
+        let span = tracing::info_span!("decoder", stream = stream_name);
+        let flag = Arc::clone(&alive);
+        std::thread::Builder::new()
+            .name("decoder".into())
+            .spawn(move || {
+                let _g = span.enter();
+                decode_loop(input, &handle, &rx);
+                flag.store(false, Ordering::Relaxed);
+            })?;
+        Ok(Transcoder {
+            stream_name: stream_name.to_owned(),
+            metrics: source.metrics().clone(),
+            threads_per_rung: threads_per_rung.max(1),
+            control: Mutex::new(tx),
+            alive,
+        })
+    }
+
+    /// The decoder runs (the source has not ended).
+    pub fn is_running(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
+    }
+
+    /// Starts a rung: its thread, and its rendition's fan-out (from the next source keyframe).
+    pub fn add(&self, rung: &Rung) -> std::io::Result<RenditionFeed> {
+        let out = Fanout::new(&self.stream_name, RENDITION_QUEUE, self.metrics.clone());
         let (tx, rx) = sync_channel::<Job>(RUNG_QUEUE);
         let writer = Arc::clone(&out);
         let r = rung.clone();
-        let span = tracing::info_span!("rung", stream = stream_name, rendition = %rung.name);
+        let threads = self.threads_per_rung;
+        let span = tracing::info_span!("rung", stream = %self.stream_name, rendition = %rung.name);
         std::thread::Builder::new()
             .name(format!("rung-{}", rung.name))
             .spawn(move || {
                 let _g = span.enter();
-                RungEncoder::new(r, threads_per_rung).run(rx, &writer);
+                tracing::info!("rung started");
+                RungEncoder::new(r, threads).run(rx, &writer);
                 writer.close();
+                tracing::info!("rung stopped");
             })?;
-        senders.push(tx);
-        feeds.push(RenditionFeed {
+        let sent = self
+            .control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(Control::Add(rung.name.clone(), tx));
+        if sent.is_err() {
+            out.close(); // the source has ended
+        }
+        Ok(RenditionFeed {
             id: rung.name.clone(),
             stream: out,
-        });
+        })
     }
-    let input = source.subscribe("transcode:decoder");
-    let handle = tokio::runtime::Handle::current();
-    let span = tracing::info_span!("decoder", stream = stream_name);
-    std::thread::Builder::new()
-        .name("decoder".into())
-        .spawn(move || {
-            let _g = span.enter();
-            decode_loop(input, &handle, &senders);
-        })?;
-    Ok(feeds)
+
+    /// Stops a rung (its rendition ends once the encoder is flushed).
+    pub fn remove(&self, name: &str) {
+        let _ = self
+            .control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(Control::Remove(name.to_owned()));
+    }
 }
 
 /// The decoder thread: source events in, pictures and pass-through events out to every rung.
-fn decode_loop(mut input: Subscription, rt: &tokio::runtime::Handle, rungs: &[SyncSender<Job>]) {
+fn decode_loop(
+    mut input: Subscription,
+    rt: &tokio::runtime::Handle,
+    control: &std::sync::mpsc::Receiver<Control>,
+) {
+    let mut rungs: Vec<(String, SyncSender<Job>)> = Vec::new();
     let mut decoder: Option<(AvcConfig, ff::decoder::Video)> = None;
     let mut fps = None;
+    // The stream's state, for a rung added mid-stream.
+    let mut publisher: Option<StreamEvent> = None;
+    let mut audio_config: Option<StreamEvent> = None;
+    // Decoding (re)starts at a keyframe: at first, and after a time without rungs.
+    let mut need_key = true;
     // Presentation times of source keyframes sent to the decoder and not yet decoded.
     let mut keys: VecDeque<i64> = VecDeque::new();
-    let send_all = |job: &dyn Fn() -> Job| rungs.iter().all(|tx| tx.send(job()).is_ok());
     while let Some(ev) = rt.block_on(input.recv()) {
+        while let Ok(c) = control.try_recv() {
+            match c {
+                Control::Add(name, tx) => {
+                    for e in publisher.iter().chain(audio_config.iter()) {
+                        let _ = tx.send(Job::Pass(e.clone()));
+                    }
+                    rungs.retain(|(n, _)| *n != name);
+                    rungs.push((name, tx));
+                }
+                Control::Remove(name) => rungs.retain(|(n, _)| *n != name),
+            }
+        }
         match &ev.kind {
             StreamEventKind::Config(CodecConfig::Avc(c)) => {
                 if decoder.as_ref().map(|(old, _)| &old.record) != Some(&c.record) {
@@ -123,6 +206,7 @@ fn decode_loop(mut input: Subscription, rt: &tokio::runtime::Handle, rungs: &[Sy
                                 .frame_rate
                                 .map(|(n, d)| f64::from(n) / f64::from(d.max(1)));
                             keys.clear();
+                            need_key = true;
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "cannot open the H.264 decoder: no transcoded video until the next valid config");
@@ -132,9 +216,19 @@ fn decode_loop(mut input: Subscription, rt: &tokio::runtime::Handle, rungs: &[Sy
                 }
             }
             StreamEventKind::Frame(f) if f.track == Track::Video => {
+                if rungs.is_empty() {
+                    need_key = true; // nobody to feed: no decoding
+                    continue;
+                }
                 let Some((_, dec)) = decoder.as_mut() else {
                     continue;
                 };
+                if need_key {
+                    if !f.keyframe {
+                        continue;
+                    }
+                    need_key = false;
+                }
                 let pts = f.pts.rescale(VIDEO_TIMESCALE);
                 if f.keyframe {
                     keys.push_back(pts);
@@ -165,23 +259,32 @@ fn decode_loop(mut input: Subscription, rt: &tokio::runtime::Handle, rungs: &[Sy
                     }
                     let frame = Arc::new(pic);
                     let generation = ev.generation;
-                    if !send_all(&|| Job::Picture {
+                    send_all(&mut rungs, &|| Job::Picture {
                         generation,
                         frame: Arc::clone(&frame),
                         idr,
                         fps,
-                    }) {
-                        return;
-                    }
+                    });
                 }
             }
-            _ => {
-                if !send_all(&|| Job::Pass(ev.clone())) {
-                    return;
+            kind => {
+                match kind {
+                    StreamEventKind::PublisherStarted { .. } => {
+                        publisher = Some(ev.clone());
+                    }
+                    StreamEventKind::Config(CodecConfig::Aac(_)) => audio_config = Some(ev.clone()),
+                    StreamEventKind::PublisherGone => publisher = None,
+                    _ => {}
                 }
+                send_all(&mut rungs, &|| Job::Pass(ev.clone()));
             }
         }
     }
+}
+
+/// Gives every rung a job; a rung whose thread has gone is dropped.
+fn send_all(rungs: &mut Vec<(String, SyncSender<Job>)>, job: &dyn Fn() -> Job) {
+    rungs.retain(|(_, tx)| tx.send(job()).is_ok());
 }
 
 fn open_decoder(c: &AvcConfig) -> Result<ff::decoder::Video, ff::Error> {
@@ -258,6 +361,25 @@ struct RungEncoder {
     held: Vec<StreamEvent>,
     /// The last presentation time given to the encoder (x264 wants them rising).
     last_pts: Option<i64>,
+    /// Pass-through events waiting for the encoded video to catch up: audio leaves no more
+    /// than [`AUDIO_HOLD`] ahead of the rung's video (decode and encode delay it), so the
+    /// packager never sees audio run ahead as if video had paused.
+    waiting: VecDeque<StreamEvent>,
+    /// Presentation time (90 kHz) of the last video frame sent.
+    video_out: Option<i64>,
+}
+
+/// The most audio (90 kHz) held back for the rung's video; beyond it audio goes on alone (the
+/// source stopped sending video).
+const AUDIO_HOLD: i64 = VIDEO_TIMESCALE as i64 * 3 / 10;
+
+fn audio_time(ev: &StreamEvent) -> Option<i64> {
+    match &ev.kind {
+        StreamEventKind::Frame(f) if f.track == Track::Audio => {
+            Some(f.pts.rescale(VIDEO_TIMESCALE))
+        }
+        _ => None,
+    }
 }
 
 impl RungEncoder {
@@ -275,12 +397,46 @@ impl RungEncoder {
             started: false,
             held: Vec::new(),
             last_pts: None,
+            waiting: VecDeque::new(),
+            video_out: None,
+        }
+    }
+
+    /// Sends the waiting pass-through events that may go: up to the first audio frame that
+    /// is ahead of the video sent (unless audio has waited [`AUDIO_HOLD`]); all with `all`.
+    fn release(&mut self, out: &Fanout, all: bool) {
+        let newest = self.waiting.iter().rev().find_map(audio_time);
+        while let Some(ev) = self.waiting.front() {
+            let go = all
+                || match audio_time(ev) {
+                    None => true,
+                    Some(t) => {
+                        self.video_out.is_some_and(|v| t <= v)
+                            || newest.is_some_and(|n| n - t > AUDIO_HOLD)
+                    }
+                };
+            if !go {
+                break;
+            }
+            if let Some(ev) = self.waiting.pop_front() {
+                out.send(ev);
+            }
         }
     }
 
     fn pass(&mut self, ev: StreamEvent, out: &Fanout) {
         if self.started {
-            out.send(ev);
+            if matches!(
+                ev.kind,
+                StreamEventKind::PublisherStarted { .. } | StreamEventKind::PublisherGone
+            ) {
+                self.release(out, true);
+                self.video_out = None;
+                out.send(ev);
+            } else {
+                self.waiting.push_back(ev);
+                self.release(out, false);
+            }
             return;
         }
         match &ev.kind {
@@ -343,6 +499,7 @@ impl RungEncoder {
             }
         }
         self.flush(out);
+        self.release(out, true);
     }
 
     fn encode(
@@ -390,7 +547,10 @@ impl RungEncoder {
         let mut pic = ff::frame::Video::empty();
         scaler.run(frame, &mut pic)?;
         pic.set_pts(frame.pts());
-        let force = idr || std::mem::take(&mut self.owe_idr);
+        // (Taken first: `idr || take(..)` would leave the debt for the next picture, a second
+        // IDR right after the first.)
+        let owed = std::mem::take(&mut self.owe_idr);
+        let force = idr || owed;
         pic.set_kind(if force {
             ff::picture::Type::I
         } else {
@@ -462,8 +622,12 @@ impl RungEncoder {
         let Some((enc, _)) = self.encoder.as_mut() else {
             return;
         };
+        let mut ready = Vec::new();
         let mut pkt = ff::Packet::empty();
         while enc.receive_packet(&mut pkt).is_ok() {
+            ready.push(std::mem::replace(&mut pkt, ff::Packet::empty()));
+        }
+        for pkt in ready {
             if let Some(config) = self.announced.take() {
                 if !self.started {
                     self.started = true;
@@ -507,6 +671,8 @@ impl RungEncoder {
                     data: au.sample,
                 }),
             ));
+            self.video_out = Some(self.video_out.map_or(pts, |v| v.max(pts)));
+            self.release(out, false);
         }
     }
 }

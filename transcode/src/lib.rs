@@ -2,12 +2,14 @@
 //! one fan-out per rendition, which the origin packages like any other. It never imports
 //! ingest or the origin; the binary wires it between them.
 //!
-//! Today it holds the rendition plumbing and its public types: [`Rung`] (what a ladder rung
-//! is) and [`copy`], a rendition that carries the source's own frames under another id
-//! (no decode), used to exercise multi-rendition output (players' switching, rendition
-//! reports) end to end. The ffmpeg ladder plugs into the same seam: `source fan-out →
-//! rendition fan-out`; its rules (tiers by viewer count and priority with hysteresis, rung
-//! sizes, frame-rate caps) are in [`ladder`], pure and tested ahead of the encoders.
+//! - [`encode::Transcoder`]: the ffmpeg ladder (one decode per stream, a scaler and libx264
+//!   encoder per rung on its own thread), rungs added and removed while it runs;
+//! - [`ladder`]: its rules — tiers by viewer count and priority with hysteresis, rung sizes,
+//!   frame-rate caps — pure and unit-tested;
+//! - [`copy`]: a rendition that carries the source's own frames under another id (no decode),
+//!   for exercising players' switching and rendition reports.
+//!
+//! Each is the same seam: `source fan-out → rendition fan-out`.
 
 pub mod encode;
 pub mod ladder;

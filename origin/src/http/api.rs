@@ -16,13 +16,14 @@ pub(super) async fn streams(State(state): State<AppState>) -> Response {
         .iter()
         .map(|s| {
             let renditions: Vec<serde_json::Value> = s
-                .renditions
+                .renditions()
                 .iter()
                 .map(|r| {
                     let w = r.lock();
                     let info = r.info.lock().unwrap_or_else(|e| e.into_inner()).clone();
                     serde_json::json!({
                         "id": r.id,
+                        "advertised": r.is_advertised(),
                         "codecs": info.codecs,
                         "width": info.width,
                         "height": info.height,

@@ -29,7 +29,10 @@ pub(super) async fn multivariant(
     };
     let deadline = Instant::now() + STARTUP_WAIT;
     let mut variants = Vec::new();
-    for r in &stream.renditions {
+    for (i, r) in stream.advertised().iter().enumerate() {
+        // The source is waited for (a stream just starting); a rendition that joined later is
+        // listed once it has media, never holding the playlist up.
+        let deadline = if i == 0 { deadline } else { Instant::now() };
         let bw = wait_window(r, deadline, |w| {
             if w.ready() {
                 Some(w.bandwidth())
@@ -99,7 +102,6 @@ pub(super) async fn rendition_file(
     let Some(r) = stream.rendition(&rendition) else {
         return not_found();
     };
-    let r = Arc::clone(r);
     if file == "index.m3u8" {
         if let Some(sid) = query
             .as_deref()
@@ -205,7 +207,7 @@ async fn media_playlist(
         }
     }
     let reports = stream
-        .renditions
+        .advertised()
         .iter()
         .filter(|o| o.id != r.id)
         .filter_map(|o| {
