@@ -348,6 +348,9 @@ async fn run_packager(
     // source's (its first segment takes that number); then it cuts where the source does.
     let mut joining = index > 0;
     let mut lead_rx = stream.lead_changed.subscribe();
+    // A generation the source did not get to within LEAD_WAIT is not waited for again until
+    // the source moves.
+    let mut waited_out: Option<u64> = None;
     let metrics = &streams.metrics;
     let label = [stream.name.as_str()];
     let mut timeline = packager.stats();
@@ -375,10 +378,18 @@ async fn run_packager(
                 if j != Join::Wait {
                     break j;
                 }
-                let changed = tokio::time::timeout_at(deadline, lead_rx.changed()).await;
-                if !matches!(changed, Ok(Ok(()))) {
+                let gave_up = waited_out == Some(ev.generation);
+                let changed = if gave_up && !lead_rx.has_changed().unwrap_or(false) {
+                    None
+                } else {
+                    tokio::time::timeout_at(deadline, lead_rx.changed())
+                        .await
+                        .ok()
+                };
+                if !matches!(changed, Some(Ok(()))) {
                     // The source is stuck or gone: a joined rendition goes on (unaligned for
                     // this generation), a joining one keeps waiting for a place to join.
+                    waited_out = Some(ev.generation);
                     break if joining { Join::Drop } else { Join::Go };
                 }
             };
