@@ -6,13 +6,13 @@ use crate::config;
 use crate::metrics::{register, Metrics};
 use anyhow::Context;
 use origin::RenditionInput;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 /// A running origin (`ferrocast serve`).
 pub struct Origin {
@@ -37,21 +37,73 @@ impl std::fmt::Debug for Origin {
     }
 }
 
-/// The transcoded ladder as the origin runs it.
+/// The transcoded ladder as the origin runs it: the rules, and every transcoded stream's
+/// state, which one task updates each [`LADDER_POLL`] ([`LadderPlan::pass`]).
 struct LadderPlan {
     ladder: transcode::ladder::Ladder,
     priorities: std::collections::HashMap<String, config::Priority>,
     threads_per_rung: usize,
     hysteresis: Duration,
     quiet_period: Duration,
+    max_lag: Duration,
+    backend: transcode::encode::Backend,
+    metrics: transcode::metrics::Metrics,
+    streams: Arc<origin::Streams>,
+    edges: Arc<origin::edges::Edges>,
+    state: std::sync::Mutex<Ladders>,
 }
 
-/// How often a stream's ladder looks at its viewer count (tier up within ~2 polls).
+/// Every transcoded stream's ladder, and the budget they share.
+struct Ladders {
+    by_stream: BTreeMap<String, Ladder>,
+    shedder: transcode::budget::Shedder,
+}
+
+/// A stream's running ladder.
+struct Ladder {
+    session: media::SessionId,
+    transcoder: transcode::encode::Transcoder,
+    tiering: transcode::ladder::Tiering,
+    priority: transcode::ladder::Priority,
+    tier: usize,
+    started: Instant,
+    rungs: BTreeMap<String, RungRun>,
+    /// Rungs the tier wants that the budget does not grant, and why.
+    shed: BTreeMap<String, transcode::budget::ShedReason>,
+    /// CPU seconds of rungs that have stopped.
+    past_cpu: f64,
+    /// Measured CPU seconds per media second of each rung that ran (for the saving).
+    cost: BTreeMap<String, f64>,
+    /// The decoder's CPU seconds already counted in the metric.
+    decoder_counted: f64,
+}
+
+/// A running rung.
+struct RungRun {
+    rung: transcode::Rung,
+    stats: Arc<transcode::stats::RungStats>,
+    /// Since when it has been out of the multivariant playlist (stopping after the quiet
+    /// period once nobody watches; a shed rung at the latest then).
+    unadvertised_since: Option<Instant>,
+    /// Since when nobody has fetched it (while unadvertised).
+    idle_since: Option<Instant>,
+    /// CPU seconds already counted in the metric.
+    counted: f64,
+}
+
+/// How often the ladders look at their viewer counts (tier up within ~2 polls).
 const LADDER_POLL: Duration = Duration::from_secs(1);
 
 impl LadderPlan {
-    fn new(ladder: transcode::ladder::Ladder, cfg: &config::Config) -> LadderPlan {
+    fn new(
+        ladder: transcode::ladder::Ladder,
+        cfg: &config::Config,
+        streams: &Arc<origin::Streams>,
+        edges: &Arc<origin::edges::Edges>,
+    ) -> anyhow::Result<LadderPlan> {
         let t = cfg.transcode.clone().unwrap_or_default();
+        let backend = t.backend()?;
+        transcode::encode::check_backend(backend).map_err(anyhow::Error::msg)?;
         // x264's own thread count oversubscribes a small machine when several rungs run: give
         // each rung an equal share of the cores for the largest tier.
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -61,15 +113,28 @@ impl LadderPlan {
             .map(|t| t.rungs.len())
             .max()
             .unwrap_or(1);
-        LadderPlan {
+        let max_rungs = t.max_rungs.unwrap_or(usize::MAX);
+        if max_rungs != usize::MAX {
+            tracing::info!(max_rungs, "transcode budget");
+        }
+        Ok(LadderPlan {
             threads_per_rung: t
                 .threads_per_rung
                 .unwrap_or_else(|| (cores / widest.max(1)).max(1)),
             hysteresis: t.hysteresis(),
             quiet_period: t.quiet_period(),
+            max_lag: t.max_lag(),
+            backend,
+            metrics: transcode::metrics::Metrics::default(),
             priorities: cfg.priorities(),
             ladder,
-        }
+            streams: Arc::clone(streams),
+            edges: Arc::clone(edges),
+            state: std::sync::Mutex::new(Ladders {
+                by_stream: BTreeMap::new(),
+                shedder: transcode::budget::Shedder::new(max_rungs),
+            }),
+        })
     }
 
     fn priority(&self, name: &str) -> transcode::ladder::Priority {
@@ -93,14 +158,413 @@ impl LadderPlan {
             .cloned()
             .collect()
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ladders> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new stream: its transcoder starts at the tier for 0 viewers (a partner's: the full
+    /// ladder), within the budget. Returns the rungs' inputs for the packager.
+    fn start_stream(&self, new: &ingest::NewStream) -> Vec<RenditionInput> {
+        let name = new.name.as_str().to_owned();
+        let transcoder = match transcode::encode::Transcoder::start(
+            &new.source,
+            &name,
+            self.threads_per_rung,
+            self.backend,
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the transcoder threads: source only");
+                return Vec::new();
+            }
+        };
+        let now = Instant::now();
+        let priority = self.priority(&name);
+        let mut tiering = transcode::ladder::Tiering::new(self.hysteresis);
+        let tier = tiering.update(&self.ladder, 0, priority, now);
+        let mut st = self.lock();
+        st.by_stream.insert(
+            name.clone(),
+            Ladder {
+                session: new.session,
+                transcoder,
+                tiering,
+                priority,
+                tier,
+                started: now,
+                rungs: BTreeMap::new(),
+                shed: BTreeMap::new(),
+                past_cpu: 0.0,
+                cost: BTreeMap::new(),
+                decoder_counted: 0.0,
+            },
+        );
+        let (budget, configured) = (st.shedder.update(0, false, now).0, st.shedder.configured());
+        let wants = self.wants(&st, &BTreeMap::new());
+        let grants = transcode::budget::allocate(&wants, budget, configured);
+        let mut inputs = Vec::new();
+        let Some(ladder) = st.by_stream.get_mut(&name) else {
+            return inputs;
+        };
+        let transcode::budget::Grant { granted, shed } =
+            grants.get(&name).cloned().unwrap_or_default();
+        for rung in self.rungs(tier, 0) {
+            if !granted.contains(&rung.name) {
+                continue;
+            }
+            if let Some(input) = start_rung(ladder, &rung) {
+                inputs.push(input);
+            }
+        }
+        self.note_sheds(&name, ladder, &shed);
+        inputs
+    }
+
+    /// What every stream's tier wants, for the budget.
+    fn wants(&self, st: &Ladders, viewers: &BTreeMap<String, u64>) -> Vec<transcode::budget::Want> {
+        st.by_stream
+            .iter()
+            .map(|(name, l)| transcode::budget::Want {
+                stream: name.clone(),
+                priority: l.priority,
+                viewers: viewers.get(name).copied().unwrap_or(0),
+                rungs: self
+                    .rungs(l.tier, self.source_height(name))
+                    .into_iter()
+                    .map(|r| (r.name, r.height))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn source_height(&self, name: &str) -> u32 {
+        self.streams
+            .get(name)
+            .and_then(|s| s.renditions().first().cloned())
+            .map_or(0, |r| {
+                r.info.lock().unwrap_or_else(|e| e.into_inner()).height
+            })
+    }
+
+    fn note_sheds(
+        &self,
+        name: &str,
+        ladder: &mut Ladder,
+        shed: &[(String, transcode::budget::ShedReason)],
+    ) {
+        for (rung, reason) in shed {
+            if ladder.shed.insert(rung.clone(), *reason) != Some(*reason) {
+                tracing::warn!(rung = %rung, reason = reason.as_str(), "rung shed: the transcode budget does not grant it");
+                self.metrics
+                    .sheds
+                    .with_label_values(&[name, reason.as_str()])
+                    .inc();
+            }
+        }
+        ladder.shed.retain(|r, _| shed.iter().any(|(s, _)| s == r));
+    }
+
+    /// One poll over every ladder: viewers → tier → wanted rungs; the budget (lowered while
+    /// encoders lag) grants them; rungs start, are advertised or not, stop; figures update.
+    fn pass(&self, now: Instant) {
+        let mut st = self.lock();
+        let ended: Vec<String> = st
+            .by_stream
+            .iter()
+            .filter(|(name, l)| {
+                !l.transcoder.is_running()
+                    || self
+                        .streams
+                        .get(name)
+                        .is_none_or(|s| s.session != l.session)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in ended {
+            if let Some(l) = st.by_stream.remove(&name) {
+                for rung in l.rungs.keys() {
+                    self.metrics.forget_rung(&name, rung);
+                }
+                self.metrics.forget_stream(&name);
+            }
+        }
+        let mut per_rendition = BTreeMap::new();
+        let mut totals = BTreeMap::new();
+        for (name, l) in st.by_stream.iter_mut() {
+            let viewers = self.edges.rendition_viewers(name, now);
+            let total: u64 = viewers.values().sum();
+            let tier = l.tiering.update(&self.ladder, total, l.priority, now);
+            if tier != l.tier {
+                tracing::info!(stream = %name, viewers = total, from = l.tier, to = tier, "ladder tier changed");
+                l.tier = tier;
+            }
+            totals.insert(name.clone(), total);
+            per_rendition.insert(name.clone(), viewers);
+        }
+        // Rungs still draining after a shed count against nothing new: the budget is lowered
+        // again only once they are gone (their effect is not visible before).
+        let draining = st.by_stream.values().any(|l| {
+            l.rungs
+                .iter()
+                .any(|(n, r)| l.shed.contains_key(n) && r.unadvertised_since.is_some())
+        });
+        let lagging: Vec<(String, String, f64)> = st
+            .by_stream
+            .iter()
+            .flat_map(|(name, l)| {
+                l.rungs.iter().filter_map(move |(rung, r)| {
+                    let f = r.stats.figures();
+                    (f.frames > 0 && f.lag_secs > self.max_lag.as_secs_f64())
+                        .then(|| (name.clone(), rung.clone(), f.lag_secs))
+                })
+            })
+            .collect();
+        let running: usize = st.by_stream.values().map(|l| l.rungs.len()).sum();
+        let (budget, lowered) = st
+            .shedder
+            .update(running, !lagging.is_empty() && !draining, now);
+        if lowered {
+            tracing::warn!(budget, lagging = ?lagging, "encoders behind real time: the transcode budget is lowered");
+        }
+        self.metrics.budget.set(if budget == usize::MAX {
+            f64::INFINITY
+        } else {
+            budget as f64
+        });
+        let configured = st.shedder.configured();
+        let grants = transcode::budget::allocate(&self.wants(&st, &totals), budget, configured);
+        for (name, l) in st.by_stream.iter_mut() {
+            let viewers = per_rendition.get(name).cloned().unwrap_or_default();
+            self.apply(name, l, &viewers, grants.get(name), now);
+        }
+    }
+
+    /// Applies one stream's grants: starts, advertises and stops its rungs; updates figures.
+    fn apply(
+        &self,
+        name: &str,
+        l: &mut Ladder,
+        viewers: &BTreeMap<String, u64>,
+        grant: Option<&transcode::budget::Grant>,
+        now: Instant,
+    ) {
+        let transcode::budget::Grant { granted, shed } = grant.cloned().unwrap_or_default();
+        let wanted = self.rungs(l.tier, self.source_height(name));
+        for rung in &wanted {
+            if !granted.contains(&rung.name) || l.rungs.contains_key(&rung.name) {
+                continue;
+            }
+            if let Some(input) = start_rung(l, rung) {
+                if self.streams.add_rendition(name, l.session, input) {
+                    tracing::info!(stream = %name, rung = %rung.name, "rung started for the viewers");
+                } else {
+                    l.transcoder.remove(&rung.name);
+                    l.rungs.remove(&rung.name);
+                }
+            }
+        }
+        self.note_sheds(name, l, &shed);
+        let mut stop = Vec::new();
+        for (rung, r) in l.rungs.iter_mut() {
+            let advertised = granted.contains(rung) && wanted.iter().any(|w| &w.name == rung);
+            self.streams.advertise(name, l.session, rung, advertised);
+            let watched = viewers.get(rung).is_some_and(|n| *n > 0);
+            if advertised {
+                r.unadvertised_since = None;
+                r.idle_since = None;
+                continue;
+            }
+            let out_since = *r.unadvertised_since.get_or_insert(now);
+            if watched {
+                r.idle_since = None;
+            }
+            let idle_since = *r.idle_since.get_or_insert(now);
+            let quiet = now.duration_since(idle_since) >= self.quiet_period;
+            // A shed rung frees its encoder as soon as nobody watches it, and at the latest
+            // after the quiet period.
+            let shed_done = l.shed.contains_key(rung)
+                && (!watched || now.duration_since(out_since) >= self.quiet_period);
+            if quiet || shed_done {
+                stop.push(rung.clone());
+            }
+        }
+        for rung in stop {
+            tracing::info!(stream = %name, rung = %rung, "rung stopped: not advertised and no viewers (or shed)");
+            l.transcoder.remove(&rung);
+            if let Some(r) = l.rungs.remove(&rung) {
+                l.past_cpu += r.stats.figures().cpu_secs;
+            }
+            self.metrics.forget_rung(name, &rung);
+        }
+        self.update_figures(name, l, &wanted);
+    }
+
+    /// Metrics and the `/api/streams` view of one ladder.
+    fn update_figures(&self, name: &str, l: &mut Ladder, wanted: &[transcode::Rung]) {
+        let mut rungs = Vec::new();
+        let mut running_cpu = 0.0;
+        let mut advertised = 0;
+        for (id, r) in l.rungs.iter_mut() {
+            let f = r.stats.figures();
+            let labels = [name, id.as_str()];
+            if let Some(speed) = f.speed {
+                self.metrics.speed.with_label_values(&labels).set(speed);
+            }
+            self.metrics.lag.with_label_values(&labels).set(f.lag_secs);
+            if f.cpu_secs > r.counted {
+                self.metrics
+                    .cpu
+                    .with_label_values(&labels)
+                    .inc_by(f.cpu_secs - r.counted);
+                r.counted = f.cpu_secs;
+            }
+            if f.media_secs >= 5.0 {
+                l.cost.insert(id.clone(), f.cpu_secs / f.media_secs);
+            }
+            running_cpu += f.cpu_secs;
+            let is_advertised = r.unadvertised_since.is_none();
+            advertised += usize::from(is_advertised);
+            rungs.push(serde_json::json!({
+                "name": id,
+                "height": r.rung.height,
+                "bitrate": r.rung.bitrate,
+                "advertised": is_advertised,
+                "encoder": f.encoder.map(|e| if e == "h264_nvenc" { "nvenc" } else { "x264" }),
+                "codec": f.encoder,
+                "frames": f.frames,
+                "media_seconds": round3(f.media_secs),
+                "speed": f.speed.map(round3),
+                "lag_seconds": round3(f.lag_secs),
+                "cpu_seconds": round3(f.cpu_secs),
+                "decoder_waits": f.waits,
+                "shed": l.shed.get(id).map(|r| r.as_str()),
+            }));
+        }
+        let decoder = l.transcoder.decoder_stats().figures().cpu_secs;
+        if decoder > l.decoder_counted {
+            self.metrics
+                .decoder_cpu
+                .with_label_values(&[name])
+                .inc_by(decoder - l.decoder_counted);
+            l.decoder_counted = decoder;
+        }
+        for (state, n) in [
+            ("running", l.rungs.len()),
+            ("advertised", advertised),
+            ("shed", l.shed.len()),
+        ] {
+            self.metrics
+                .rungs
+                .with_label_values(&[name, state])
+                .set(n as f64);
+        }
+        let used = l.past_cpu + running_cpu;
+        let saved = self.saved(name, l, used);
+        let shed: Vec<serde_json::Value> = l
+            .shed
+            .iter()
+            .map(|(rung, reason)| serde_json::json!({"rung": rung, "reason": reason.as_str()}))
+            .collect();
+        let status = serde_json::json!({
+            "tier": l.tier,
+            "priority": match l.priority {
+                transcode::ladder::Priority::Partner => "partner",
+                transcode::ladder::Priority::Normal => "normal",
+                transcode::ladder::Priority::Free => "free",
+            },
+            "wanted": wanted.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            "advertised": l.rungs.iter().filter(|(_, r)| r.unadvertised_since.is_none()).map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            "running": l.rungs.keys().collect::<Vec<_>>(),
+            "shed": shed,
+            "rungs": rungs,
+            "decoder_cpu_seconds": round3(decoder),
+            "cpu_seconds": round3(used + decoder),
+            "cpu_saved_seconds": saved.map(round3),
+        });
+        if let Some(s) = self.streams.get(name).filter(|s| s.session == l.session) {
+            s.set_ladder_status(status);
+        }
+    }
+
+    /// CPU seconds the tiering saved against running the full ladder since the stream began:
+    /// each full-ladder rung's measured cost per media second (a rung that never ran: the
+    /// mean measured cost per pixel per second, scaled to its size and rate) times the
+    /// stream's duration, minus what the rungs used. `None` until a rung has been measured.
+    fn saved(&self, name: &str, l: &Ladder, used: f64) -> Option<f64> {
+        let full = self.rungs(
+            self.ladder.tiers().len().saturating_sub(1),
+            self.source_height(name),
+        );
+        let (w, h) = self
+            .streams
+            .get(name)
+            .and_then(|s| s.renditions().first().cloned())
+            .map(|r| {
+                let i = r.info.lock().unwrap_or_else(|e| e.into_inner());
+                (i.width, i.height)
+            })
+            .unwrap_or((16, 9));
+        let pixels = |r: &transcode::Rung| {
+            transcode::ladder::rung_size((w.max(2), h.max(2)), r.height)
+                .map_or(0.0, |(w, h)| f64::from(w) * f64::from(h) * r.max_fps)
+        };
+        let per_pixel: Vec<f64> = l
+            .cost
+            .iter()
+            .filter_map(|(id, c)| {
+                let r = self.ladder.rungs().iter().find(|r| &r.name == id)?;
+                let p = pixels(r);
+                (p > 0.0).then(|| c / p)
+            })
+            .collect();
+        if per_pixel.is_empty() {
+            return None;
+        }
+        let mean = per_pixel.iter().sum::<f64>() / per_pixel.len() as f64;
+        let secs = l.started.elapsed().as_secs_f64();
+        let full_cost: f64 = full
+            .iter()
+            .map(|r| l.cost.get(&r.name).copied().unwrap_or(mean * pixels(r)) * secs)
+            .sum();
+        Some((full_cost - used).max(0.0))
+    }
 }
 
-/// Subscribes a new stream's renditions and starts packaging them; with a ladder, starts its
-/// transcoder at the tier for 0 viewers (a partner's: the full ladder) and the task that
-/// follows its viewers.
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// Starts one rung of `l` and returns its packager input.
+fn start_rung(l: &mut Ladder, rung: &transcode::Rung) -> Option<RenditionInput> {
+    match l.transcoder.add(rung) {
+        Ok((feed, stats)) => {
+            l.rungs.insert(
+                rung.name.clone(),
+                RungRun {
+                    rung: rung.clone(),
+                    stats,
+                    unadvertised_since: None,
+                    idle_since: None,
+                    counted: 0.0,
+                },
+            );
+            Some(RenditionInput {
+                events: feed.stream.subscribe(&format!("packager:{}", feed.id)),
+                id: feed.id,
+            })
+        }
+        Err(e) => {
+            tracing::error!(error = %e, rung = %rung.name, "cannot start a rung thread");
+            None
+        }
+    }
+}
+
+/// Subscribes a new stream's renditions and starts packaging them; with a ladder, its
+/// transcoder starts at the tier for 0 viewers within the budget.
 fn wire_stream(
     streams: &Arc<origin::Streams>,
-    edges: &Arc<origin::edges::Edges>,
     copies: &[String],
     plan: Option<&Arc<LadderPlan>>,
     new: ingest::NewStream,
@@ -116,151 +580,27 @@ fn wire_stream(
             id: feed.id,
         });
     }
-    let mut ladder = None;
     if let Some(plan) = plan {
-        match transcode::encode::Transcoder::start(
-            &new.source,
-            new.name.as_str(),
-            plan.threads_per_rung,
-        ) {
-            Ok(t) => {
-                let mut tiering = transcode::ladder::Tiering::new(plan.hysteresis);
-                let priority = plan.priority(new.name.as_str());
-                let tier = tiering.update(&plan.ladder, 0, priority, std::time::Instant::now());
-                let mut running = std::collections::BTreeMap::new();
-                for rung in plan.rungs(tier, 0) {
-                    match t.add(&rung) {
-                        Ok(feed) => {
-                            inputs.push(RenditionInput {
-                                events: feed.stream.subscribe(&format!("packager:{}", feed.id)),
-                                id: feed.id,
-                            });
-                            running.insert(rung.name.clone(), None);
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, rung = %rung.name, "cannot start a rung thread")
-                        }
-                    }
-                }
-                ladder = Some(Ladder {
-                    transcoder: t,
-                    tiering,
-                    priority,
-                    running,
-                });
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the transcoder threads: source only")
-            }
-        }
+        let span = tracing::info_span!("ladder", stream = %new.name, session = %new.session);
+        inputs.extend(span.in_scope(|| plan.start_stream(&new)));
     }
-    let (name, session) = (new.name.clone(), new.session);
     streams.start(new.name, new.session, inputs);
-    if let (Some(plan), Some(ladder)) = (plan, ladder) {
-        let span = tracing::info_span!("ladder", stream = %name, %session);
-        tokio::spawn(
-            follow_viewers(
-                Arc::clone(plan),
-                Arc::clone(streams),
-                Arc::clone(edges),
-                name.as_str().to_owned(),
-                session,
-                ladder,
-            )
-            .instrument(span),
-        );
-    }
 }
 
-/// A stream's running ladder.
-struct Ladder {
-    transcoder: transcode::encode::Transcoder,
-    tiering: transcode::ladder::Tiering,
-    priority: transcode::ladder::Priority,
-    /// Rungs running → since when each has been unadvertised and unwatched.
-    running: std::collections::BTreeMap<String, Option<std::time::Instant>>,
-}
-
-/// Advertise by tier, stop by demand: each poll, the viewer count (origin and edges) gives
-/// the tier; a rung the tier adds starts (it joins at the next source keyframe, running rungs
-/// untouched) and is advertised; a rung it drops leaves the multivariant playlist and keeps
-/// running while anyone still fetches it, then stops after the quiet period.
-async fn follow_viewers(
-    plan: Arc<LadderPlan>,
-    streams: Arc<origin::Streams>,
-    edges: Arc<origin::edges::Edges>,
-    name: String,
-    session: media::SessionId,
-    mut ladder: Ladder,
-) {
+/// Advertise by tier, stop by demand, within the budget: every poll, each stream's viewer
+/// count (origin and edges) gives its tier; the budget grants rungs; a rung granted starts
+/// (it joins at the next source keyframe, running rungs untouched) and is advertised; a rung
+/// dropped by the tier leaves the multivariant playlist and keeps running while anyone still
+/// fetches it, then stops after the quiet period; a shed rung stops once nobody watches it.
+async fn run_ladders(plan: Arc<LadderPlan>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(LADDER_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut tier = ladder.tiering.current();
     loop {
-        tick.tick().await;
-        let Some(stream) = streams.get(&name).filter(|s| s.session == session) else {
-            return;
-        };
-        if !ladder.transcoder.is_running() {
-            return;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
         }
-        let now = std::time::Instant::now();
-        let viewers = edges.rendition_viewers(&name, now);
-        let total: u64 = viewers.values().sum();
-        let new_tier = ladder
-            .tiering
-            .update(&plan.ladder, total, ladder.priority, now);
-        if new_tier != tier {
-            tracing::info!(
-                viewers = total,
-                from = tier,
-                to = new_tier,
-                "ladder tier changed"
-            );
-            tier = new_tier;
-        }
-        let source_height = stream.renditions().first().map_or(0, |r| {
-            r.info.lock().unwrap_or_else(|e| e.into_inner()).height
-        });
-        let wanted = plan.rungs(tier, source_height);
-        for rung in &wanted {
-            if ladder.running.contains_key(&rung.name) {
-                continue;
-            }
-            match ladder.transcoder.add(rung) {
-                Ok(feed) => {
-                    let input = RenditionInput {
-                        events: feed.stream.subscribe(&format!("packager:{}", feed.id)),
-                        id: feed.id,
-                    };
-                    if streams.add_rendition(&name, session, input) {
-                        tracing::info!(rung = %rung.name, "rung started for the viewers");
-                        ladder.running.insert(rung.name.clone(), None);
-                    } else {
-                        ladder.transcoder.remove(&rung.name);
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, rung = %rung.name, "cannot start a rung thread")
-                }
-            }
-        }
-        let mut stop = Vec::new();
-        for (rung, idle_since) in &mut ladder.running {
-            let advertised = wanted.iter().any(|w| &w.name == rung);
-            streams.advertise(&name, session, rung, advertised);
-            let watched = viewers.get(rung).is_some_and(|n| *n > 0);
-            if advertised || watched {
-                *idle_since = None;
-            } else if now.duration_since(*idle_since.get_or_insert(now)) >= plan.quiet_period {
-                stop.push(rung.clone());
-            }
-        }
-        for rung in stop {
-            tracing::info!(rung = %rung, "rung stopped: not advertised and no viewers");
-            ladder.transcoder.remove(&rung);
-            ladder.running.remove(&rung);
-        }
+        plan.pass(Instant::now());
     }
 }
 
@@ -280,19 +620,25 @@ pub async fn start_origin(cfg: config::Config) -> anyhow::Result<Origin> {
     let origin_metrics = Arc::new(origin::metrics::Metrics::default());
     let streams = origin::Streams::new(cfg.origin_config(), Arc::clone(&origin_metrics));
     let edges = Arc::new(cfg.edges());
+    let plan = match cfg.ladder()? {
+        Some(ladder) => Some(Arc::new(LadderPlan::new(ladder, &cfg, &streams, &edges)?)),
+        None => None,
+    };
     let on_new = {
         let streams = Arc::clone(&streams);
-        let edges = Arc::clone(&edges);
         let copies = cfg.copy_renditions.clone();
-        let plan = cfg
-            .ladder()?
-            .map(|ladder| Arc::new(LadderPlan::new(ladder, &cfg)));
-        move |new| wire_stream(&streams, &edges, &copies, plan.as_ref(), new)
+        let plan = plan.clone();
+        move |new| wire_stream(&streams, &copies, plan.as_ref(), new)
     };
     let hub = ingest::Hub::new(keys, cfg.grace_period(), on_new);
     let metrics = Metrics::new();
     register("origin", origin_metrics.register(metrics.registry()))?;
     register("ingest", hub.metrics.register(metrics.registry()))?;
+    let shutdown = CancellationToken::new();
+    if let Some(plan) = &plan {
+        register("transcode", plan.metrics.register(metrics.registry()))?;
+        tokio::spawn(run_ladders(Arc::clone(plan), shutdown.clone()));
+    }
 
     let rtmp = TcpListener::bind(&cfg.rtmp)
         .await
@@ -300,7 +646,6 @@ pub async fn start_origin(cfg: config::Config) -> anyhow::Result<Origin> {
     let http = TcpListener::bind(&cfg.http)
         .await
         .with_context(|| format!("binding HTTP on {}", cfg.http))?;
-    let shutdown = CancellationToken::new();
     let srt_bind: SocketAddr = tokio::net::lookup_host(&cfg.srt)
         .await?
         .next()

@@ -73,6 +73,15 @@ pub struct TranscodeConfig {
     /// Seconds a rung no longer advertised keeps running without viewers before it stops
     /// [default 30].
     pub quiet_period: Option<f64>,
+    /// The transcode budget: rungs running at once over all streams [default: no limit].
+    /// Beyond it the lowest-priority, least-watched streams' rungs are shed.
+    pub max_rungs: Option<usize>,
+    /// Seconds a rung may run behind real time (source arrival → encoded frame) before the
+    /// budget is lowered and a rung shed [default 2].
+    pub max_lag: Option<f64>,
+    /// `auto` (NVENC where it opens, else libx264), `cpu` or `nvenc` [default auto; the
+    /// `--transcoder` flag overrides it].
+    pub transcoder: Option<String>,
 }
 
 impl TranscodeConfig {
@@ -82,6 +91,18 @@ impl TranscodeConfig {
 
     pub fn quiet_period(&self) -> std::time::Duration {
         std::time::Duration::from_secs_f64(self.quiet_period.unwrap_or(30.0))
+    }
+
+    pub fn max_lag(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.max_lag.unwrap_or(2.0))
+    }
+
+    pub fn backend(&self) -> anyhow::Result<transcode::encode::Backend> {
+        self.transcoder
+            .as_deref()
+            .unwrap_or("auto")
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("[transcode] {e}"))
     }
 }
 
@@ -274,6 +295,13 @@ impl Config {
                 if !(1..=64).contains(&n) {
                     bail!("transcode.threads_per_rung must be between 1 and 64");
                 }
+            }
+            t.backend()?;
+            if t.max_lag.is_some_and(|v| !(0.1..=60.0).contains(&v)) {
+                bail!("transcode.max_lag must be between 0.1 and 60 seconds");
+            }
+            if t.max_rungs.is_some_and(|n| n > 10_000) {
+                bail!("transcode.max_rungs must be at most 10000");
             }
             for (key, v) in [
                 ("hysteresis", t.hysteresis),

@@ -33,6 +33,11 @@ enum Command {
         /// SRT listen address (UDP) [default: 0.0.0.0:9000].
         #[arg(long)]
         srt: Option<String>,
+        /// Encoder for the ladder: auto (NVENC where it opens, else libx264), cpu, nvenc
+        /// [default: auto, or `[transcode] transcoder`]. Turns on the standard ladder when
+        /// the config has no `[transcode]`.
+        #[arg(long, value_parser = ["auto", "cpu", "nvenc"])]
+        transcoder: Option<String>,
     },
     /// Run an edge: a caching LL-HLS proxy in front of the origin.
     Edge {
@@ -66,6 +71,7 @@ fn main() -> anyhow::Result<()> {
             rtmp,
             http,
             srt,
+            transcoder,
         } => {
             let mut cfg = match &config {
                 Some(path) => config::Config::load(path)?,
@@ -79,6 +85,13 @@ fn main() -> anyhow::Result<()> {
             }
             if let Some(a) = srt {
                 cfg.srt = a;
+            }
+            if let Some(t) = transcoder {
+                // Asking for an encoder asks for transcoding: without `[transcode]`, the
+                // standard ladder.
+                cfg.transcode
+                    .get_or_insert_with(Default::default)
+                    .transcoder = Some(t);
             }
             cfg.validate()?;
             runtime.block_on(serve(cfg))

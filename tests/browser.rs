@@ -190,6 +190,8 @@ fn the_built_in_page_plays_an_audio_only_stream_through_an_edge() {
         &cluster.origin_base(),
         "cam",
     ));
+    // A listener arriving at a stream that is already running (as the video tests do).
+    std::thread::sleep(std::time::Duration::from_secs(4));
     let secs = 20;
     let r = play(
         "page",

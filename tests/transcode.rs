@@ -62,11 +62,20 @@ async fn last_segments(
     let url = format!("{base}/live/cam/{rendition}/index.m3u8");
     let (_, text) = hls::get_text(c, &url).await;
     let pl = hls::MediaPlaylist::parse(&text).unwrap();
-    let (_, init) = hls::get_bytes(c, &format!("{base}/live/cam/{rendition}/init.mp4")).await;
+    let complete: Vec<_> = pl.segments.iter().filter(|s| s.uri.is_some()).collect();
+    // The init of the last segment (a new size has a new one): segments under it only.
+    let map = complete
+        .last()
+        .and_then(|s| s.map.clone())
+        .unwrap_or_else(|| "init.mp4".into());
+    let complete: Vec<_> = complete
+        .into_iter()
+        .filter(|s| s.map.as_ref().is_none_or(|m| *m == map))
+        .collect();
+    let (_, init) = hls::get_bytes(c, &format!("{base}/live/cam/{rendition}/{map}")).await;
     let track = player_test::mp4::video_track(&init).unwrap();
     let mut all = init.clone();
     let mut out = Vec::new();
-    let complete: Vec<_> = pl.segments.iter().filter(|s| s.uri.is_some()).collect();
     for s in &complete[complete.len().saturating_sub(n)..] {
         let uri = s.uri.as_ref().unwrap();
         let (status, seg) = hls::get_bytes(c, &format!("{base}/live/cam/{rendition}/{uri}")).await;
@@ -213,9 +222,13 @@ fn a_720p_b_frame_publish_gets_the_source_and_an_aligned_480p_rung() {
     });
 }
 
-/// The rendition ids the multivariant playlist lists, in order.
+/// The rendition ids the multivariant playlist of `cam` lists, in order.
 async fn variants(c: &reqwest::Client, base: &str) -> Vec<String> {
-    let (_, text) = hls::get_text(c, &format!("{base}/live/cam/index.m3u8")).await;
+    variants_of(c, base, "cam").await
+}
+
+async fn variants_of(c: &reqwest::Client, base: &str, stream: &str) -> Vec<String> {
+    let (_, text) = hls::get_text(c, &format!("{base}/live/{stream}/index.m3u8")).await;
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| l.split('/').next())
@@ -448,4 +461,449 @@ fn odd_sizes_and_rates_and_a_source_smaller_than_every_rung() {
             "a 180-line source gets no 480p"
         );
     });
+}
+
+/// `/api/streams`' entry for `name`.
+async fn api_stream(c: &reqwest::Client, base: &str, name: &str) -> serde_json::Value {
+    let (_, text) = hls::get_text(c, &format!("{base}/api/streams")).await;
+    let all: serde_json::Value = serde_json::from_str(&text).unwrap();
+    all["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// The value of the series `series` (name and labels as rendered) on `/metrics`.
+async fn metric(c: &reqwest::Client, base: &str, series: &str) -> Option<f64> {
+    let (_, text) = hls::get_text(c, &format!("{base}/metrics")).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// A transcode budget of one rung over all streams: `other` (priority `free`) publishes first
+/// and gets its rung; `cam` (`normal`) arrives and takes the budget: `other`'s rung is shed
+/// (out of its multivariant playlist, stopped since nobody watches it), its source rendition
+/// keeps flowing, and `/api/streams` and `/metrics` say which rung was shed and why. The
+/// running rung's figures are there too: encoder, speed, CPU seconds, the CPU the tiering saved.
+#[test]
+fn a_small_budget_sheds_the_lowest_priority_stream_first() {
+    let server = Server::start(&format!(
+        "{}\n[transcode]\nmax_rungs = 1\n\
+         [[transcode.rungs]]\nname = \"r120\"\nheight = 120\nbitrate_kbps = 200\n\
+         [[transcode.rungs]]\nname = \"r240\"\nheight = 240\nbitrate_kbps = 400\n\
+         [[transcode.tiers]]\nmin_viewers = 0\nrungs = [\"r120\"]\n\
+         [[transcode.tiers]]\nmin_viewers = 10\nrungs = [\"r240\", \"r120\"]\n\
+         [[streams]]\nname = \"cam\"\nkey = \"{}\"\n\
+         [[streams]]\nname = \"other\"\nkey = \"{}\"\npriority = \"free\"\n",
+        conformance::CONFIG,
+        common::KEY,
+        common::KEY2
+    ));
+    let base = server.base();
+    let _other = Publisher::rtmp(&server.rtmp_url(common::KEY2), &Source::small(70.0));
+    common::runtime().block_on(async {
+        let c = hls::client();
+        hls::wait_stream(&c, &base, "other").await;
+        let alone = async {
+            for _ in 0..60 {
+                if variants_of(&c, &base, "other").await == ["source", "r120"] {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            false
+        };
+        assert!(
+            alone.await,
+            "other alone: {:?}",
+            variants_of(&c, &base, "other").await
+        );
+    });
+    let _cam = Publisher::rtmp(&server.rtmp_url(common::KEY), &Source::small(60.0));
+    common::runtime().block_on(async {
+        let c = hls::client();
+        hls::wait_stream(&c, &base, "cam").await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let cam = variants_of(&c, &base, "cam").await;
+            let other = variants_of(&c, &base, "other").await;
+            if cam == ["source", "r120"] && other == ["source"] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "cam {cam:?}, other {other:?}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // The shed stream's source goes on.
+        let url = format!("{base}/live/other/source/index.m3u8");
+        let last = |t: &str| {
+            hls::MediaPlaylist::parse(t)
+                .ok()
+                .and_then(|p| p.segments.last().map(|s| s.msn))
+                .unwrap_or(0)
+        };
+        let before = last(&hls::get_text(&c, &url).await.1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while last(&hls::get_text(&c, &url).await.1) < before + 2 {
+            assert!(
+                Instant::now() < deadline,
+                "other's source stopped after the shed"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // Why, in the API; the shed rung stops (nobody watches it).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let (cam, other) = loop {
+            let cam = api_stream(&c, &base, "cam").await;
+            let other = api_stream(&c, &base, "other").await;
+            let measured = cam["ladder"]["rungs"][0]["speed"].is_f64()
+                && cam["ladder"]["cpu_saved_seconds"].is_f64();
+            if measured && other["ladder"]["running"] == serde_json::json!([]) {
+                break (cam, other);
+            }
+            assert!(Instant::now() < deadline, "cam {cam}\nother {other}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        eprintln!(
+            "cam ladder {}\nother ladder {}",
+            cam["ladder"], other["ladder"]
+        );
+        assert_eq!(other["ladder"]["priority"], "free");
+        assert_eq!(
+            other["ladder"]["shed"],
+            serde_json::json!([{"rung": "r120", "reason": "budget"}])
+        );
+        assert_eq!(cam["ladder"]["shed"], serde_json::json!([]));
+        assert_eq!(cam["ladder"]["advertised"], serde_json::json!(["r120"]));
+        let rung = &cam["ladder"]["rungs"][0];
+        assert_eq!(rung["name"], "r120");
+        assert_eq!(rung["encoder"], "x264");
+        assert!(rung["speed"].as_f64().unwrap() > 1.0, "{rung}");
+        assert!(rung["cpu_seconds"].as_f64().unwrap() > 0.0, "{rung}");
+        // Running only r120 instead of r240 + r120 saves something from the start.
+        assert!(
+            cam["ladder"]["cpu_saved_seconds"].as_f64().unwrap() > 0.0,
+            "{cam}"
+        );
+
+        for (series, want) in [
+            (
+                r#"ferrocast_transcode_sheds_total{reason="budget",stream="other"}"#,
+                1.0,
+            ),
+            (
+                r#"ferrocast_transcode_rungs{state="shed",stream="other"}"#,
+                1.0,
+            ),
+            (
+                r#"ferrocast_transcode_rungs{state="running",stream="other"}"#,
+                0.0,
+            ),
+            (
+                r#"ferrocast_transcode_rungs{state="advertised",stream="cam"}"#,
+                1.0,
+            ),
+            ("ferrocast_transcode_budget_rungs", 1.0),
+        ] {
+            assert_eq!(metric(&c, &base, series).await, Some(want), "{series}");
+        }
+        let speed = metric(
+            &c,
+            &base,
+            r#"ferrocast_transcode_rung_speed{rung="r120",stream="cam"}"#,
+        )
+        .await;
+        assert!(speed.is_some_and(|s| s > 1.0), "{speed:?}");
+        let cpu = metric(
+            &c,
+            &base,
+            r#"ferrocast_transcode_rung_cpu_seconds_total{rung="r120",stream="cam"}"#,
+        )
+        .await;
+        assert!(cpu.is_some_and(|s| s > 0.0), "{cpu:?}");
+    });
+}
+
+/// ffmpeg making a file (not in real time) with `args`; panics on failure.
+fn ffmpeg_file(args: &[String]) {
+    let out = Command::new("ffmpeg").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `source`'s ffmpeg arguments without `-re` (for making a file ahead).
+fn file_args(source: &Source) -> Vec<String> {
+    source
+        .ffmpeg_args()
+        .into_iter()
+        .filter(|a| a != "-re")
+        .collect()
+}
+
+/// A resolution change mid-stream over SRT: 640x360 for 8 s, then 480x360 (a new SPS, 4:3) in
+/// the same MPEG-TS, relayed by the ffmpeg CLI in real time. The decoder is rebuilt; the
+/// 180-line rung reopens its encoder at the new size (320x180 → 240x180) at the change's
+/// keyframe, with a new init segment and a discontinuity, and both its sizes decode; segments
+/// still start with an IDR aligned with the source's.
+#[test]
+fn a_resolution_change_mid_stream_reopens_the_rung_at_the_new_size() {
+    let server = Server::start(&common::config(&format!(
+        "{}\n[transcode]\n[[transcode.rungs]]\nname = \"r180\"\nheight = 180\nbitrate_kbps = 300\n\
+         [[transcode.tiers]]\nmin_viewers = 0\nrungs = [\"r180\"]\n",
+        conformance::CONFIG
+    )));
+    let tmp = tempfile::tempdir().unwrap();
+    let part = |name: &str, width: u32, seconds: f64, offset: &str| {
+        let mut s = Source::small(seconds);
+        (s.width, s.gop) = (width, 30);
+        let mut args = file_args(&s);
+        args.extend(["-output_ts_offset", offset, "-f", "mpegts", "-y"].map(String::from));
+        args.push(tmp.path().join(name).to_string_lossy().into_owned());
+        ffmpeg_file(&args);
+    };
+    part("a.ts", 640, 8.0, "0");
+    part("b.ts", 480, 16.0, "8");
+    let mut joined = std::fs::read(tmp.path().join("a.ts")).unwrap();
+    joined.extend(std::fs::read(tmp.path().join("b.ts")).unwrap());
+    let both = tmp.path().join("ab.ts");
+    std::fs::write(&both, joined).unwrap();
+    let url = server.srt_url(&format!("live/{}", common::KEY));
+    let args: Vec<String> = ["-hide_banner", "-loglevel", "error", "-re", "-i"]
+        .map(String::from)
+        .into_iter()
+        .chain([both.to_string_lossy().into_owned()])
+        .chain(["-c", "copy", "-f", "mpegts", &url].map(String::from))
+        .collect();
+    let _publisher = Publisher::command(&args);
+    let base = server.base();
+    common::runtime().block_on(async {
+        let c = hls::client();
+        hls::wait_stream(&c, &base, "cam").await;
+        // Until the rung's playlist has 4 complete segments after its discontinuity.
+        let url = format!("{base}/live/cam/r180/index.m3u8");
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let (_, text) = hls::get_text(&c, &url).await;
+            let after = hls::MediaPlaylist::parse(&text).map_or(0, |p| {
+                p.segments
+                    .iter()
+                    .skip_while(|s| !s.discontinuity)
+                    .filter(|s| s.uri.is_some())
+                    .count()
+            });
+            if after >= 4 {
+                assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "no new size on r180:\n{text}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let (src, src_all) = last_segments(&c, &base, "source", 4, tmp.path()).await;
+        let (rung, rung_all) = last_segments(&c, &base, "r180", 3, tmp.path()).await;
+        for seg in &rung {
+            assert!(
+                seg.starts_with_key,
+                "{seg:?} does not start with a keyframe"
+            );
+            assert_eq!(seg.keyframes, 1, "{seg:?}: an IDR inside a segment");
+        }
+        assert_aligned(("source", &src), ("r180", &rung), 2);
+        assert_eq!(
+            common::decode_errors(&rung_all),
+            None,
+            "r180 does not decode"
+        );
+        assert_eq!(video_stream(&rung_all).0, 240, "r180 after the change");
+        assert_eq!(video_stream(&src_all).0, 480, "the source after the change");
+        // Before the change: the first segments of the rung, at 320x180.
+        let (_, text) = hls::get_text(&c, &url).await;
+        let pl = hls::MediaPlaylist::parse(&text).unwrap();
+        let first = pl.segments.iter().find(|s| s.uri.is_some()).unwrap();
+        let map = first.map.clone().unwrap();
+        let (_, init) = hls::get_bytes(&c, &format!("{base}/live/cam/r180/{map}")).await;
+        let (_, seg) = hls::get_bytes(
+            &c,
+            &format!("{base}/live/cam/r180/{}", first.uri.clone().unwrap()),
+        )
+        .await;
+        let early = common::write_media(tmp.path(), "early.mp4", &init, &[&seg]);
+        assert_eq!(
+            common::decode_errors(&early),
+            None,
+            "r180 before the change"
+        );
+        assert_eq!(video_stream(&early).0, 320, "r180 before the change");
+    });
+}
+
+/// A publisher whose video stops after 6 s while its audio goes on: the rung's playlist keeps
+/// advancing with audio (as the source's does), no stall for its viewers.
+#[test]
+fn video_that_stops_while_audio_goes_on_keeps_the_rung_flowing() {
+    let server = Server::start(&common::config(&format!(
+        "{}\n[transcode]\n[[transcode.rungs]]\nname = \"r180\"\nheight = 180\nbitrate_kbps = 300\n\
+         [[transcode.tiers]]\nmin_viewers = 0\nrungs = [\"r180\"]\n",
+        conformance::CONFIG
+    )));
+    let mut source = Source::small(22.0);
+    source.gop = 30;
+    let mut args: Vec<String> = source
+        .ffmpeg_args()
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("testsrc2=") {
+                format!("{a}:duration=6")
+            } else {
+                a
+            }
+        })
+        .chain([
+            "-f".to_owned(),
+            "flv".to_owned(),
+            server.rtmp_url(common::KEY),
+        ])
+        .collect();
+    // `-re` paces only the input after it: the audio, alone after 6 s, needs its own; and the
+    // FLV muxer would hold audio for its 10 s interleaving delay once video has ended.
+    let sine = args.iter().position(|a| a.starts_with("sine=")).unwrap();
+    args.insert(sine - 3, "-re".to_owned());
+    let out = args.len() - 3;
+    args.splice(
+        out..out,
+        ["-max_interleave_delta", "200000"].map(String::from),
+    );
+    let _publisher = Publisher::command(&args);
+    let base = server.base();
+    let tmp = tempfile::tempdir().unwrap();
+    common::runtime().block_on(async {
+        let c = hls::client();
+        hls::wait_stream(&c, &base, "cam").await;
+        wait_segments(&c, &base, "r180", 3).await;
+        // Video has stopped after 6 s; by 16 s the rung has had 10 s of audio alone.
+        let url = format!("{base}/live/cam/r180/index.m3u8");
+        let last = |t: &str| {
+            hls::MediaPlaylist::parse(t)
+                .ok()
+                .and_then(|p| {
+                    p.segments
+                        .iter()
+                        .rev()
+                        .find(|s| s.uri.is_some())
+                        .map(|s| s.msn)
+                })
+                .unwrap_or(0)
+        };
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let at_8 = last(&hls::get_text(&c, &url).await.1);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (_, text) = hls::get_text(&c, &url).await;
+        assert!(
+            last(&text) >= at_8 + 3,
+            "r180 stopped advancing without video (at {at_8}):\n{text}"
+        );
+        assert!(!text.contains("#EXT-X-ENDLIST"), "{text}");
+        let pl = hls::MediaPlaylist::parse(&text).unwrap();
+        let s = pl.segments.iter().rev().find(|s| s.uri.is_some()).unwrap();
+        let map = s.map.clone().unwrap_or_else(|| "init.mp4".into());
+        let (_, init) = hls::get_bytes(&c, &format!("{base}/live/cam/r180/{map}")).await;
+        let (_, seg) = hls::get_bytes(
+            &c,
+            &format!("{base}/live/cam/r180/{}", s.uri.clone().unwrap()),
+        )
+        .await;
+        let path = common::write_media(tmp.path(), "late.mp4", &init, &[&seg]);
+        let packets = common::packets(&path);
+        assert!(
+            packets.iter().any(|p| !p.video),
+            "no audio in the rung's latest segment"
+        );
+        assert!(
+            !packets.iter().any(|p| p.video),
+            "video in the rung after the source's stopped"
+        );
+    });
+}
+
+/// Odd dimensions and 29.97 fps: 1278x718 4:2:0 at 30000/1001 and 1279x719 4:4:4 (x264 cannot
+/// make odd 4:2:0) through a 360-line rung: even rung sizes with the aspect ratio kept, the
+/// source's frame rate, IDRs only at the source's keyframes and aligned with its segments.
+#[test]
+fn odd_dimensions_and_29_97_fps() {
+    let config = common::config(&format!(
+        "{}\n[transcode]\n[[transcode.rungs]]\nname = \"r360\"\nheight = 360\nbitrate_kbps = 800\n\
+         [[transcode.tiers]]\nmin_viewers = 0\nrungs = [\"r360\"]\n",
+        conformance::CONFIG
+    ));
+    for (width, height, fps, pix) in [
+        (1278, 718, "30000/1001", "yuv420p"),
+        (1279, 719, "30", "yuv444p"),
+    ] {
+        let server = Server::start(&config);
+        let source = Source {
+            width,
+            height,
+            fps,
+            gop: 30,
+            seconds: 16.0,
+            video_bitrate: "1500k",
+            audio_only: false,
+        };
+        let args: Vec<String> = source
+            .ffmpeg_args()
+            .into_iter()
+            .map(|a| match a.as_str() {
+                "yuv420p" => pix.to_owned(),
+                "high" if pix == "yuv444p" => "high444".to_owned(),
+                "veryfast" => "ultrafast".to_owned(),
+                _ => a,
+            })
+            .chain([
+                "-f".to_owned(),
+                "flv".to_owned(),
+                server.rtmp_url(common::KEY),
+            ])
+            .collect();
+        let _publisher = Publisher::command(&args);
+        let base = server.base();
+        let tmp = tempfile::tempdir().unwrap();
+        common::runtime().block_on(async {
+            let c = hls::client();
+            hls::wait_stream(&c, &base, "cam").await;
+            wait_segments(&c, &base, "r360", 5).await;
+            let (src, _) = last_segments(&c, &base, "source", 5, tmp.path()).await;
+            let (rung, rung_all) = last_segments(&c, &base, "r360", 4, tmp.path()).await;
+            for seg in &rung {
+                assert!(
+                    seg.starts_with_key,
+                    "{width}x{height}: {seg:?} does not start with a keyframe"
+                );
+                assert_eq!(
+                    seg.keyframes, 1,
+                    "{width}x{height}: {seg:?}: an IDR inside a segment"
+                );
+            }
+            assert_aligned(("source", &src), ("r360", &rung), 3);
+            assert_eq!(
+                common::decode_errors(&rung_all),
+                None,
+                "{width}x{height}: r360 does not decode"
+            );
+            let (w, h, rate) = video_stream(&rung_all);
+            let exact = f64::from(width) * 360.0 / f64::from(height);
+            assert!(
+                h == 360 && w % 2 == 0 && (f64::from(w) - exact).abs() <= 2.0,
+                "{width}x{height} → {w}x{h}"
+            );
+            let want = if fps == "30" { 30.0 } else { 30000.0 / 1001.0 };
+            assert!(
+                (rate - want).abs() < 0.05,
+                "{width}x{height}: r360 at {rate} fps, not {want}"
+            );
+        });
+    }
 }

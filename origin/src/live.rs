@@ -116,6 +116,9 @@ pub struct LiveStream {
     lead: Mutex<Lead>,
     /// Bumped whenever `lead` changes.
     lead_changed: watch::Sender<u64>,
+    /// What runs the stream's ladder says about it (tier, rungs, encoders, sheds, CPU), as
+    /// `/api/streams` shows it; the origin does not read it.
+    ladder: Mutex<Option<serde_json::Value>>,
 }
 
 /// What the source rendition's packager tells the others.
@@ -140,6 +143,18 @@ pub struct RenditionInput {
 }
 
 impl LiveStream {
+    /// Sets what `/api/streams` shows under `ladder`.
+    pub fn set_ladder_status(&self, status: serde_json::Value) {
+        *self.ladder.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+    }
+
+    pub fn ladder_status(&self) -> Option<serde_json::Value> {
+        self.ladder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn is_publishing(&self) -> bool {
         self.publishing.load(Ordering::Relaxed)
     }
@@ -230,6 +245,7 @@ impl Streams {
             running: AtomicUsize::new(renditions.len()),
             lead: Mutex::new(Lead::default()),
             lead_changed: watch::channel(0).0,
+            ladder: Mutex::new(None),
         });
         {
             let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());

@@ -268,6 +268,19 @@ impl Publisher {
         Publisher::ffmpeg(source, &["-f", "mpegts", url])
     }
 
+    /// The ffmpeg CLI with arguments of the test's own (a relay, an odd source).
+    #[allow(dead_code)]
+    pub fn command(args: &[String]) -> Publisher {
+        let child = Command::new("ffmpeg")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ffmpeg must be installed (apt-get install ffmpeg)");
+        Publisher { child }
+    }
+
     fn ffmpeg(source: &Source, output: &[&str]) -> Publisher {
         let child = Command::new("ffmpeg")
             .args(source.ffmpeg_args())

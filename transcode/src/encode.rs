@@ -25,6 +25,7 @@
 //! a discontinuity downstream).
 
 use crate::ladder::{rung_size, Decimator};
+use crate::stats::{thread_name, CpuClock, RungStats};
 use crate::{RenditionFeed, Rung, RENDITION_QUEUE};
 use bytes::Bytes;
 use ffmpeg_next as ff;
@@ -32,9 +33,9 @@ use media::fanout::{Fanout, StreamEvent, StreamEventKind, Subscription};
 use media::{AvcConfig, CodecConfig, Frame, Timestamp, Track, VIDEO_TIMESCALE};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Mutex, Once};
-use std::time::Instant;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Decoded pictures waiting per rung.
 pub const RUNG_QUEUE: usize = 8;
@@ -48,6 +49,8 @@ enum Job {
         idr: bool,
         /// The source's frame rate, when its SPS says.
         fps: Option<f64>,
+        /// When the source frame that completed this picture arrived at ingest.
+        at: Instant,
     },
     /// Anything but video (audio, AAC config, publisher start/stop): passed through.
     Pass(StreamEvent),
@@ -63,11 +66,77 @@ fn init() {
     });
 }
 
+/// Which H.264 encoder the rungs use (`--transcoder`, `[transcode] transcoder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// NVENC where it opens, libx264 otherwise (per rung: a GPU out of sessions falls back).
+    #[default]
+    Auto,
+    /// libx264 only.
+    Cpu,
+    /// NVENC; start-up fails when it cannot open (rungs that later cannot get a session
+    /// still fall back to libx264, with a warning).
+    Nvenc,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Backend, String> {
+        match s {
+            "auto" => Ok(Backend::Auto),
+            "cpu" => Ok(Backend::Cpu),
+            "nvenc" => Ok(Backend::Nvenc),
+            other => Err(format!("transcoder {other:?}: one of auto, cpu, nvenc")),
+        }
+    }
+}
+
+const X264: &str = "libx264";
+const NVENC: &str = "h264_nvenc";
+
+/// Whether NVENC opens here, decided once by opening it (being compiled into libavcodec
+/// proves nothing: the driver, a GPU and a free session are needed too). `Err` says why not.
+pub fn nvenc_usable() -> Result<(), String> {
+    static PROBE: OnceLock<Result<(), String>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            init();
+            let rung = Rung {
+                name: "probe".into(),
+                height: 144,
+                bitrate: 200_000,
+                max_fps: 30.0,
+            };
+            open_video_encoder(NVENC, &rung, (256, 144), 30.0, 1)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+}
+
+/// Checks a backend at start-up: `nvenc` must open; `auto` logs what it will use.
+pub fn check_backend(b: Backend) -> Result<(), String> {
+    match (b, nvenc_usable()) {
+        (Backend::Cpu, _) => Ok(()),
+        (Backend::Nvenc, Ok(())) | (Backend::Auto, Ok(())) => {
+            tracing::info!("transcoding on NVENC (h264_nvenc opened)");
+            Ok(())
+        }
+        (Backend::Nvenc, Err(e)) => Err(format!(
+            "--transcoder nvenc: h264_nvenc does not open here ({e}); use auto or cpu"
+        )),
+        (Backend::Auto, Err(e)) => {
+            tracing::info!(reason = %e, "NVENC not usable: transcoding with libx264");
+            Ok(())
+        }
+    }
+}
+
 /// What the decoder thread is told while it runs.
 enum Control {
     /// A new rung: it gets the stream's state (publisher, AAC config), then pictures from the
     /// next source keyframe on.
-    Add(String, SyncSender<Job>),
+    Add(String, SyncSender<Job>, Arc<RungStats>),
     /// Stop feeding this rung: its thread flushes its encoder and ends its rendition.
     Remove(String),
 }
@@ -80,8 +149,10 @@ pub struct Transcoder {
     stream_name: String,
     metrics: media::fanout::FanoutMetrics,
     threads_per_rung: usize,
+    backend: Backend,
     control: Mutex<std::sync::mpsc::Sender<Control>>,
     alive: Arc<AtomicBool>,
+    decoder: Arc<RungStats>,
 }
 
 impl Transcoder {
@@ -91,6 +162,7 @@ impl Transcoder {
         source: &Arc<Fanout>,
         stream_name: &str,
         threads_per_rung: usize,
+        backend: Backend,
     ) -> std::io::Result<Transcoder> {
         init();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -99,19 +171,29 @@ impl Transcoder {
         let handle = tokio::runtime::Handle::current();
         let span = tracing::info_span!("decoder", stream = stream_name);
         let flag = Arc::clone(&alive);
+        let decoder = Arc::new(RungStats::default());
+        let stats = Arc::clone(&decoder);
+        let name = thread_name("dec");
         std::thread::Builder::new()
-            .name("decoder".into())
+            .name(name.clone())
             .spawn(move || {
                 let _g = span.enter();
-                decode_loop(input, &handle, &rx);
+                let mut clock = CpuClock::new(&name);
+                decode_loop(input, &handle, &rx, &mut |force| {
+                    if let Some(t) = clock.sample(force) {
+                        stats.set_cpu(t);
+                    }
+                });
                 flag.store(false, Ordering::Relaxed);
             })?;
         Ok(Transcoder {
             stream_name: stream_name.to_owned(),
             metrics: source.metrics().clone(),
             threads_per_rung: threads_per_rung.max(1),
+            backend,
             control: Mutex::new(tx),
             alive,
+            decoder,
         })
     }
 
@@ -120,20 +202,29 @@ impl Transcoder {
         self.alive.load(Ordering::Relaxed)
     }
 
-    /// Starts a rung: its thread, and its rendition's fan-out (from the next source keyframe).
-    pub fn add(&self, rung: &Rung) -> std::io::Result<RenditionFeed> {
+    /// The decoder's figures (its CPU time: the decode every rung shares).
+    pub fn decoder_stats(&self) -> &Arc<RungStats> {
+        &self.decoder
+    }
+
+    /// Starts a rung: its thread, and its rendition's fan-out (from the next source keyframe),
+    /// with the figures its thread keeps.
+    pub fn add(&self, rung: &Rung) -> std::io::Result<(RenditionFeed, Arc<RungStats>)> {
         let out = Fanout::new(&self.stream_name, RENDITION_QUEUE, self.metrics.clone());
         let (tx, rx) = sync_channel::<Job>(RUNG_QUEUE);
         let writer = Arc::clone(&out);
         let r = rung.clone();
-        let threads = self.threads_per_rung;
+        let (threads, backend) = (self.threads_per_rung, self.backend);
+        let stats = Arc::new(RungStats::default());
+        let theirs = Arc::clone(&stats);
         let span = tracing::info_span!("rung", stream = %self.stream_name, rendition = %rung.name);
+        let name = thread_name("rung");
         std::thread::Builder::new()
-            .name(format!("rung-{}", rung.name))
+            .name(name.clone())
             .spawn(move || {
                 let _g = span.enter();
                 tracing::info!("rung started");
-                RungEncoder::new(r, threads).run(rx, &writer);
+                RungEncoder::new(r, threads, backend, theirs, &name).run(rx, &writer);
                 writer.close();
                 tracing::info!("rung stopped");
             })?;
@@ -141,14 +232,17 @@ impl Transcoder {
             .control
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .send(Control::Add(rung.name.clone(), tx));
+            .send(Control::Add(rung.name.clone(), tx, Arc::clone(&stats)));
         if sent.is_err() {
             out.close(); // the source has ended
         }
-        Ok(RenditionFeed {
-            id: rung.name.clone(),
-            stream: out,
-        })
+        Ok((
+            RenditionFeed {
+                id: rung.name.clone(),
+                stream: out,
+            },
+            stats,
+        ))
     }
 
     /// Stops a rung (its rendition ends once the encoder is flushed).
@@ -166,8 +260,9 @@ fn decode_loop(
     mut input: Subscription,
     rt: &tokio::runtime::Handle,
     control: &std::sync::mpsc::Receiver<Control>,
+    cpu: &mut dyn FnMut(bool),
 ) {
-    let mut rungs: Vec<(String, SyncSender<Job>)> = Vec::new();
+    let mut rungs: Vec<Feed> = Vec::new();
     let mut decoder: Option<(AvcConfig, ff::decoder::Video)> = None;
     let mut fps = None;
     // The stream's state, for a rung added mid-stream.
@@ -178,16 +273,17 @@ fn decode_loop(
     // Presentation times of source keyframes sent to the decoder and not yet decoded.
     let mut keys: VecDeque<i64> = VecDeque::new();
     while let Some(ev) = rt.block_on(input.recv()) {
+        cpu(false);
         while let Ok(c) = control.try_recv() {
             match c {
-                Control::Add(name, tx) => {
+                Control::Add(name, tx, stats) => {
                     for e in publisher.iter().chain(audio_config.iter()) {
                         let _ = tx.send(Job::Pass(e.clone()));
                     }
-                    rungs.retain(|(n, _)| *n != name);
-                    rungs.push((name, tx));
+                    rungs.retain(|f| f.name != name);
+                    rungs.push(Feed { name, tx, stats });
                 }
-                Control::Remove(name) => rungs.retain(|(n, _)| *n != name),
+                Control::Remove(name) => rungs.retain(|f| f.name != name),
             }
         }
         match &ev.kind {
@@ -258,12 +354,13 @@ fn decode_loop(
                         keys.pop_front();
                     }
                     let frame = Arc::new(pic);
-                    let generation = ev.generation;
+                    let (generation, at) = (ev.generation, ev.at);
                     send_all(&mut rungs, &|| Job::Picture {
                         generation,
                         frame: Arc::clone(&frame),
                         idr,
                         fps,
+                        at,
                     });
                 }
             }
@@ -280,11 +377,27 @@ fn decode_loop(
             }
         }
     }
+    cpu(true);
 }
 
-/// Gives every rung a job; a rung whose thread has gone is dropped.
-fn send_all(rungs: &mut Vec<(String, SyncSender<Job>)>, job: &dyn Fn() -> Job) {
-    rungs.retain(|(_, tx)| tx.send(job()).is_ok());
+/// A rung as the decoder thread feeds it.
+struct Feed {
+    name: String,
+    tx: SyncSender<Job>,
+    stats: Arc<RungStats>,
+}
+
+/// Gives every rung a job; a rung whose thread has gone is dropped. A full queue makes the
+/// decoder wait (counted: a rung that cannot keep up).
+fn send_all(rungs: &mut Vec<Feed>, job: &dyn Fn() -> Job) {
+    rungs.retain(|f| match f.tx.try_send(job()) {
+        Ok(()) => true,
+        Err(TrySendError::Full(j)) => {
+            f.stats.waited();
+            f.tx.send(j).is_ok()
+        }
+        Err(TrySendError::Disconnected(_)) => false,
+    });
 }
 
 fn open_decoder(c: &AvcConfig) -> Result<ff::decoder::Video, ff::Error> {
@@ -341,13 +454,20 @@ fn extradata(ctx: &ff::codec::context::Context) -> Bytes {
 struct RungEncoder {
     rung: Rung,
     threads: usize,
+    backend: Backend,
+    stats: Arc<RungStats>,
+    cpu: CpuClock,
+    /// Pictures sent to the encoder and not yet out: presentation time, source arrival.
+    pending: VecDeque<(i64, Instant)>,
     /// Scaler and its input (format, width, height).
     scaler: Option<(
         ff::software::scaling::Context,
         (ff::format::Pixel, u32, u32),
     )>,
-    /// Encoder, its output size and its avcC.
+    /// Encoder, its output size.
     encoder: Option<(ff::encoder::Video, (u32, u32))>,
+    /// NVENC failed on this rung: libx264 from now on.
+    nvenc_failed: bool,
     decimator: Decimator,
     /// The config this rung last announced.
     announced: Option<AvcConfig>,
@@ -383,11 +503,22 @@ fn audio_time(ev: &StreamEvent) -> Option<i64> {
 }
 
 impl RungEncoder {
-    fn new(rung: Rung, threads: usize) -> RungEncoder {
+    fn new(
+        rung: Rung,
+        threads: usize,
+        backend: Backend,
+        stats: Arc<RungStats>,
+        thread: &str,
+    ) -> RungEncoder {
         let decimator = Decimator::new(rung.max_fps, VIDEO_TIMESCALE);
         RungEncoder {
             rung,
             threads: threads.max(1),
+            backend,
+            stats,
+            cpu: CpuClock::new(thread),
+            pending: VecDeque::new(),
+            nvenc_failed: false,
             scaler: None,
             encoder: None,
             decimator,
@@ -471,6 +602,7 @@ impl RungEncoder {
                     frame,
                     idr,
                     fps,
+                    at,
                 } => {
                     self.generation = generation;
                     let src = (frame.width(), frame.height());
@@ -490,16 +622,37 @@ impl RungEncoder {
                     if !self.decimator.keep(pts, idr) {
                         continue;
                     }
-                    if let Err(e) = self.encode(&frame, size, idr, fps, out) {
-                        tracing::error!(error = %e, "encoding failed: the encoder reopens at the next keyframe");
-                        self.encoder = None;
-                        self.owe_idr = true;
+                    let started = Instant::now();
+                    let before = self.last_pts;
+                    match self.encode(&frame, size, idr, fps, at, out) {
+                        Ok(()) => {
+                            if self.last_pts == Some(pts) {
+                                let media = before.map_or(0, |b| (pts - b).max(0));
+                                self.stats.encoded(
+                                    Duration::from_micros(
+                                        u64::try_from(media).unwrap_or(0) * 100 / 9,
+                                    ),
+                                    started.elapsed(),
+                                );
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "encoding failed: the encoder reopens at the next keyframe");
+                            self.encoder = None;
+                            self.owe_idr = true;
+                        }
+                    }
+                    if let Some(t) = self.cpu.sample(false) {
+                        self.stats.set_cpu(t);
                     }
                 }
             }
         }
         self.flush(out);
         self.release(out, true);
+        if let Some(t) = self.cpu.sample(true) {
+            self.stats.set_cpu(t);
+        }
     }
 
     fn encode(
@@ -508,6 +661,7 @@ impl RungEncoder {
         size: (u32, u32),
         idr: bool,
         fps: Option<f64>,
+        at: Instant,
         out: &Fanout,
     ) -> Result<(), ff::Error> {
         let input = (frame.format(), frame.width(), frame.height());
@@ -557,6 +711,10 @@ impl RungEncoder {
             ff::picture::Type::None
         });
         enc.send_frame(&pic)?;
+        self.pending.push_back((pts, at));
+        if self.pending.len() > 256 {
+            self.pending.pop_front(); // an encoder that never gives back a frame
+        }
         self.last_pts = Some(pts);
         self.drain(out);
         Ok(())
@@ -568,8 +726,13 @@ impl RungEncoder {
             let _ = enc.send_eof();
         }
         self.drain(out);
+        // Its worker threads end with it: their time is read while they are there.
+        if let Some(t) = self.cpu.sample(true) {
+            self.stats.set_cpu(t);
+        }
         self.encoder = None;
         self.last_pts = None;
+        self.pending.clear();
     }
 
     fn open_encoder(
@@ -577,34 +740,36 @@ impl RungEncoder {
         (width, height): (u32, u32),
         source_fps: Option<f64>,
     ) -> Result<ff::encoder::Video, ff::Error> {
-        let codec = ff::encoder::find_by_name("libx264").ok_or(ff::Error::EncoderNotFound)?;
-        let mut ctx = ff::codec::context::Context::new_with_codec(codec);
-        let mut t = ff::codec::threading::Config::kind(ff::codec::threading::Type::Slice);
-        t.count = self.threads;
-        ctx.set_threading(t);
-        ctx.set_flags(ff::codec::Flags::GLOBAL_HEADER | ff::codec::Flags::CLOSED_GOP);
-        let mut enc = ctx.encoder().video()?;
-        enc.set_width(width);
-        enc.set_height(height);
-        enc.set_format(ff::format::Pixel::YUV420P);
-        enc.set_time_base(ff::Rational::new(1, VIDEO_TIMESCALE as i32));
         // The rate the decimator lets through: the source's divided by a whole number.
         let fps = match source_fps {
             Some(f) if f > 0.0 => f / (f / self.rung.max_fps).ceil().max(1.0),
             _ => self.rung.max_fps,
         };
-        enc.set_frame_rate(Some(ff::Rational::new((fps * 1000.0).round() as i32, 1000)));
-        enc.set_bit_rate(self.rung.bitrate as usize);
-        enc.set_max_bit_rate(self.rung.bitrate as usize);
-        enc.set_gop(u32::MAX / 2);
-        enc.set_max_b_frames(0);
-        let mut opts = ff::Dictionary::new();
-        opts.set("preset", "veryfast");
-        opts.set("tune", "zerolatency");
-        opts.set("forced-idr", "1");
-        opts.set("bufsize", &self.rung.bitrate.to_string());
-        opts.set("x264-params", "scenecut=0:open-gop=0:keyint=infinite");
-        let opened = enc.open_with(opts)?;
+        let try_nvenc = !self.nvenc_failed
+            && match self.backend {
+                Backend::Cpu => false,
+                Backend::Nvenc => true,
+                Backend::Auto => nvenc_usable().is_ok(),
+            };
+        let mut opened = None;
+        if try_nvenc {
+            match open_video_encoder(NVENC, &self.rung, (width, height), fps, self.threads) {
+                Ok(e) => opened = Some((e, NVENC)),
+                Err(e) => {
+                    // Consumer GPUs cap concurrent sessions system-wide: this rung goes on
+                    // the CPU for good.
+                    tracing::warn!(error = %e, "h264_nvenc did not open: this rung falls back to libx264");
+                    self.nvenc_failed = true;
+                }
+            }
+        }
+        let (opened, name) = match opened {
+            Some(o) => o,
+            None => (
+                open_video_encoder(X264, &self.rung, (width, height), fps, self.threads)?,
+                X264,
+            ),
+        };
         let annexb = extradata(&opened);
         let au = media::annexb::access_unit(&annexb);
         let (Some(sps), Some(pps)) = (au.sps, au.pps) else {
@@ -612,7 +777,8 @@ impl RungEncoder {
         };
         let config =
             AvcConfig::from_parameter_sets(sps, pps).map_err(|_| ff::Error::InvalidData)?;
-        tracing::info!(width, height, bitrate = self.rung.bitrate, fps, codec = %config.codec_string(), "libx264 opened");
+        tracing::info!(encoder = name, width, height, bitrate = self.rung.bitrate, fps, codec = %config.codec_string(), "rung encoder opened");
+        self.stats.set_encoder(name);
         self.announced = Some(config);
         Ok(opened)
     }
@@ -661,6 +827,15 @@ impl RungEncoder {
             }
             let pts = pkt.pts().unwrap_or(0);
             let dts = pkt.dts().unwrap_or(pts);
+            while let Some(&(p, at)) = self.pending.front() {
+                if p > pts {
+                    break;
+                }
+                self.pending.pop_front();
+                if p == pts {
+                    self.stats.set_lag(at.elapsed());
+                }
+            }
             out.send(event(
                 self.generation,
                 StreamEventKind::Frame(Frame {
@@ -675,6 +850,53 @@ impl RungEncoder {
             self.release(out, false);
         }
     }
+}
+
+/// Opens `codec` (libx264 or h264_nvenc) for one rung: low latency, no B-frames, an IDR only
+/// where a picture is marked I (`forced-idr`), no scene-cut keyframes, an infinite GOP, the
+/// bitrate bounded by `maxrate`/`bufsize`, the frame rate set.
+fn open_video_encoder(
+    codec: &str,
+    rung: &Rung,
+    (width, height): (u32, u32),
+    fps: f64,
+    threads: usize,
+) -> Result<ff::encoder::Video, ff::Error> {
+    let found = ff::encoder::find_by_name(codec).ok_or(ff::Error::EncoderNotFound)?;
+    let mut ctx = ff::codec::context::Context::new_with_codec(found);
+    if codec == X264 {
+        let mut t = ff::codec::threading::Config::kind(ff::codec::threading::Type::Slice);
+        t.count = threads;
+        ctx.set_threading(t);
+    }
+    ctx.set_flags(ff::codec::Flags::GLOBAL_HEADER | ff::codec::Flags::CLOSED_GOP);
+    let mut enc = ctx.encoder().video()?;
+    enc.set_width(width);
+    enc.set_height(height);
+    enc.set_format(ff::format::Pixel::YUV420P);
+    enc.set_time_base(ff::Rational::new(1, VIDEO_TIMESCALE as i32));
+    enc.set_frame_rate(Some(ff::Rational::new((fps * 1000.0).round() as i32, 1000)));
+    enc.set_bit_rate(rung.bitrate as usize);
+    enc.set_max_bit_rate(rung.bitrate as usize);
+    enc.set_gop(u32::MAX / 2);
+    enc.set_max_b_frames(0);
+    let mut opts = ff::Dictionary::new();
+    opts.set("forced-idr", "1");
+    opts.set("bufsize", &rung.bitrate.to_string());
+    if codec == NVENC {
+        opts.set("preset", "p3");
+        opts.set("tune", "ll");
+        opts.set("zerolatency", "1");
+        opts.set("delay", "0");
+        opts.set("rc", "cbr");
+        opts.set("no-scenecut", "1");
+        opts.set("rc-lookahead", "0");
+    } else {
+        opts.set("preset", "veryfast");
+        opts.set("tune", "zerolatency");
+        opts.set("x264-params", "scenecut=0:open-gop=0:keyint=infinite");
+    }
+    enc.open_with(opts)
 }
 
 fn event(generation: u64, kind: StreamEventKind) -> StreamEvent {

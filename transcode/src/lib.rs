@@ -6,13 +6,18 @@
 //!   encoder per rung on its own thread), rungs added and removed while it runs;
 //! - [`ladder`]: its rules — tiers by viewer count and priority with hysteresis, rung sizes,
 //!   frame-rate caps — pure and unit-tested;
+//! - [`budget`]: the transcode budget and load shedding — who keeps which rungs — pure;
+//! - [`stats`]: what each rung costs (CPU time, speed) and how far behind it runs;
 //! - [`copy`]: a rendition that carries the source's own frames under another id (no decode),
 //!   for exercising players' switching and rendition reports.
 //!
 //! Each is the same seam: `source fan-out → rendition fan-out`.
 
+pub mod budget;
 pub mod encode;
 pub mod ladder;
+pub mod metrics;
+pub mod stats;
 
 use media::fanout::Fanout;
 use std::sync::Arc;

@@ -49,6 +49,7 @@ pub(super) async fn streams(State(state): State<AppState>) -> Response {
                 "publishing": s.is_publishing(),
                 "playlist": format!("/live/{}/index.m3u8", s.name),
                 "renditions": renditions,
+                "ladder": s.ladder_status(),
             })
         })
         .collect();
