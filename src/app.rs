@@ -385,7 +385,10 @@ impl LadderPlan {
             // after the quiet period.
             let shed_done = l.shed.contains_key(rung)
                 && (!watched || now.duration_since(out_since) >= self.quiet_period);
-            if quiet || shed_done {
+            // A rung started before the source's size was known that turns out not to be
+            // smaller than it has never had a picture: nobody can be watching it.
+            let never_ran = r.stats.figures().frames == 0 && !watched;
+            if quiet || shed_done || never_ran {
                 stop.push(rung.clone());
             }
         }

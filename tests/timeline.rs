@@ -15,7 +15,7 @@ use player_test::playlist::parse_date_time_ms;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const SECONDS: u32 = 30;
+const SECONDS: u32 = 25;
 /// When (source time) the LL-HLS conformance checks run: after every case's event.
 const CONFORMANCE_AT: Duration = Duration::from_secs(15);
 const CONFIG: &str =

@@ -13,6 +13,14 @@ use common::{conformance, hls, Publisher, Server, Source};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// One real-time encode at a time: two of these tests side by side on a 2-core machine would
+/// measure the machine, not the ladder.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// (width, height, average frame rate) of the first video stream of `path`, by ffprobe.
 fn video_stream(path: &std::path::Path) -> (u32, u32, f64) {
     let out = Command::new("ffprobe")
@@ -144,6 +152,7 @@ fn assert_aligned(a: (&str, &[Seg]), b: (&str, &[Seg]), min_common: usize) {
 
 #[test]
 fn a_720p_b_frame_publish_gets_the_source_and_an_aligned_480p_rung() {
+    let _turn = turn();
     // 1 s segments, so the 16-segment window (and with it delta updates) fills in 16 s.
     let server = Server::start(&common::config(&format!(
         "{}\n[transcode]\n",
@@ -284,6 +293,7 @@ async fn until_variants(
 /// viewer still on it keeps getting media until it leaves too; then the rung stops (ENDLIST).
 #[test]
 fn the_ladder_follows_the_viewers() {
+    let _turn = turn();
     const HYSTERESIS: f64 = 6.0;
     let server = Server::start(&common::config(&format!(
         "{}\nviewer_window = 3.0\n[transcode]\nhysteresis = {HYSTERESIS}\nquiet_period = 4.0\n\
@@ -385,6 +395,7 @@ fn the_ladder_follows_the_viewers() {
 /// standard ladder is offered alone.
 #[test]
 fn odd_sizes_and_rates_and_a_source_smaller_than_every_rung() {
+    let _turn = turn();
     let server = Server::start(&common::config(&format!(
         "{}\n[transcode]\n[[transcode.rungs]]\nname = \"r180\"\nheight = 180\nbitrate_kbps = 300\nmax_fps = 30\n\
          [[transcode.tiers]]\nmin_viewers = 0\nrungs = [\"r180\"]\n",
@@ -490,6 +501,7 @@ async fn metric(c: &reqwest::Client, base: &str, series: &str) -> Option<f64> {
 /// running rung's figures are there too: encoder, speed, CPU seconds, the CPU the tiering saved.
 #[test]
 fn a_small_budget_sheds_the_lowest_priority_stream_first() {
+    let _turn = turn();
     let server = Server::start(&format!(
         "{}\n[transcode]\nmax_rungs = 1\n\
          [[transcode.rungs]]\nname = \"r120\"\nheight = 120\nbitrate_kbps = 200\n\
@@ -652,6 +664,7 @@ fn file_args(source: &Source) -> Vec<String> {
 /// still start with an IDR aligned with the source's.
 #[test]
 fn a_resolution_change_mid_stream_reopens_the_rung_at_the_new_size() {
+    let _turn = turn();
     let server = Server::start(&common::config(&format!(
         "{}\n[transcode]\n[[transcode.rungs]]\nname = \"r180\"\nheight = 180\nbitrate_kbps = 300\n\
          [[transcode.tiers]]\nmin_viewers = 0\nrungs = [\"r180\"]\n",
@@ -745,6 +758,7 @@ fn a_resolution_change_mid_stream_reopens_the_rung_at_the_new_size() {
 /// advancing with audio (as the source's does), no stall for its viewers.
 #[test]
 fn video_that_stops_while_audio_goes_on_keeps_the_rung_flowing() {
+    let _turn = turn();
     let server = Server::start(&common::config(&format!(
         "{}\n[transcode]\n[[transcode.rungs]]\nname = \"r180\"\nheight = 180\nbitrate_kbps = 300\n\
          [[transcode.tiers]]\nmin_viewers = 0\nrungs = [\"r180\"]\n",
@@ -834,6 +848,7 @@ fn video_that_stops_while_audio_goes_on_keeps_the_rung_flowing() {
 /// source's frame rate, IDRs only at the source's keyframes and aligned with its segments.
 #[test]
 fn odd_dimensions_and_29_97_fps() {
+    let _turn = turn();
     let config = common::config(&format!(
         "{}\n[transcode]\n[[transcode.rungs]]\nname = \"r360\"\nheight = 360\nbitrate_kbps = 800\n\
          [[transcode.tiers]]\nmin_viewers = 0\nrungs = [\"r360\"]\n",
@@ -906,4 +921,36 @@ fn odd_dimensions_and_29_97_fps() {
             );
         });
     }
+}
+
+/// `--transcoder nvenc` where `h264_nvenc` does not open (no GPU, no driver) stops the start-up
+/// with the reason; an unknown encoder is refused by the flag parser.
+#[test]
+fn transcoder_nvenc_without_a_usable_gpu_is_a_start_up_error() {
+    let _turn = turn();
+    let serve = |transcoder: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ferrocast"))
+            .args(["serve", "--transcoder", transcoder])
+            .args([
+                "--rtmp",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--srt",
+                "127.0.0.1:0",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = serve("quicksync");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auto, cpu, nvenc"));
+    if std::path::Path::new("/dev/nvidia0").exists() {
+        eprintln!("an NVIDIA device is here: bench/nvenc.sh checks the GPU path");
+        return;
+    }
+    let out = serve("nvenc");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started without a GPU: {err}");
+    assert!(err.contains("h264_nvenc does not open here"), "{err}");
 }

@@ -178,7 +178,7 @@ impl Transcoder {
             .name(name.clone())
             .spawn(move || {
                 let _g = span.enter();
-                let mut clock = CpuClock::new(&name);
+                let mut clock = CpuClock::new(&name, true);
                 decode_loop(input, &handle, &rx, &mut |force| {
                     if let Some(t) = clock.sample(force) {
                         stats.set_cpu(t);
@@ -516,7 +516,9 @@ impl RungEncoder {
             threads: threads.max(1),
             backend,
             stats,
-            cpu: CpuClock::new(thread),
+            // libx264 runs on the calling thread alone with one thread (zerolatency: no
+            // lookahead thread); with more it starts slice threads.
+            cpu: CpuClock::new(thread, threads > 1),
             pending: VecDeque::new(),
             nvenc_failed: false,
             scaler: None,

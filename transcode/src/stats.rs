@@ -98,6 +98,8 @@ impl RungStats {
 #[derive(Debug)]
 pub(crate) struct CpuClock {
     name: String,
+    /// The codec may start worker threads (otherwise the thread's own clock is all).
+    workers_possible: bool,
     /// Worker thread id → its last reading.
     workers: std::collections::HashMap<u64, Duration>,
     /// Readings of workers that are gone.
@@ -107,12 +109,14 @@ pub(crate) struct CpuClock {
 }
 
 impl CpuClock {
-    /// For the calling thread, whose name is `name`.
-    pub(crate) fn new(name: &str) -> CpuClock {
+    /// For the calling thread, whose name is `name`; `workers_possible`: its codec may start
+    /// threads of its own (`/proc` is read only then).
+    pub(crate) fn new(name: &str, workers_possible: bool) -> CpuClock {
         let mut name = name.to_owned();
         name.truncate(15);
         CpuClock {
             name,
+            workers_possible,
             workers: Default::default(),
             gone: Duration::ZERO,
             sampled: None,
@@ -132,7 +136,11 @@ impl CpuClock {
         }
         self.sampled = Some(now);
         let own = thread_cpu();
-        let seen = workers_named(&self.name);
+        let seen = if self.workers_possible {
+            workers_named(&self.name)
+        } else {
+            Vec::new()
+        };
         for (tid, t) in &self.workers {
             if !seen.iter().any(|(s, _)| s == tid) {
                 self.gone += *t;
@@ -243,7 +251,7 @@ mod tests {
 
     #[test]
     fn the_clock_counts_this_threads_work() {
-        let mut c = CpuClock::new("not-a-codec");
+        let mut c = CpuClock::new("not-a-codec", true);
         let start = Instant::now();
         let mut x = 0u64;
         while start.elapsed() < Duration::from_millis(50) {
