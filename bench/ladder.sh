@@ -8,7 +8,8 @@
 #  (3) the added glass-to-glass latency of the 480p rung vs the source rendition.
 # Writes bench/out/ladder.json.
 #
-#   bench/ladder.sh [--duration SECONDS] [--max-streams N] [--skip-latency] [--only-streams]
+#   bench/ladder.sh [--duration SECONDS] [--heights 720,1080] [--max-streams N] [--skip-streams]
+#                   [--skip-latency] [--only-streams]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v ffmpeg >/dev/null || { echo "needs ffmpeg (apt-get install ffmpeg)" >&2; exit 1; }

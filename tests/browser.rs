@@ -214,4 +214,37 @@ fn the_built_in_page_plays_an_audio_only_stream_through_an_edge() {
         "not the audio rendition: {r}"
     );
     assert_smooth(&r, "the edge");
+    // The page's hls.js sends CMCD: the edge reported what that player said to the origin.
+    let players = common::runtime().block_on(async {
+        let c = hls::client();
+        let url = format!("{}/api/streams", cluster.origin_base());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (_, text) = hls::get_text(&c, &url).await;
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let players = v["streams"][0]["players"].clone();
+            let seen = players
+                .as_object()
+                .is_some_and(|p| p.values().any(|r| r["buffer_ms"].is_u64()));
+            if seen || std::time::Instant::now() > deadline {
+                break players;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    });
+    eprintln!("players (CMCD) {players}");
+    let rendition = players
+        .as_object()
+        .and_then(|p| p.values().next().cloned())
+        .unwrap_or_default();
+    assert!(rendition["sessions"].as_u64() >= Some(1), "{players}");
+    assert!(
+        rendition["buffer_ms"].is_u64(),
+        "no CMCD buffer length: {players}"
+    );
+    assert!(
+        rendition["bitrate_kbps"].is_u64(),
+        "no CMCD bitrate: {players}"
+    );
+    assert_eq!(rendition["malformed"], 0, "{players}");
 }

@@ -79,6 +79,8 @@ struct Inner {
     client: reqwest::Client,
     stats: EdgeMetrics,
     viewers: Mutex<ViewerCounter>,
+    /// What players say in CMCD (reported to the origin with the viewers).
+    players: Mutex<media::cmcd::PlayerStats>,
     /// Until when the origin counts as troubled (a failed or timed-out request or report).
     /// While it does, a 5xx on a playlist is answered from the last good copy instead.
     trouble_until: Mutex<Option<Instant>>,
@@ -108,6 +110,7 @@ impl Edge {
             inner: Arc::new(Inner {
                 cache: Cache::new(config.cache_bytes),
                 viewers: Mutex::new(ViewerCounter::new(config.viewer_window)),
+                players: Mutex::new(media::cmcd::PlayerStats::new(config.viewer_window)),
                 client,
                 stats: EdgeMetrics::default(),
                 trouble_until: Mutex::new(None),
@@ -193,10 +196,17 @@ impl Edge {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .counts(Instant::now());
+        let players = self
+            .inner
+            .players
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .summaries(Instant::now());
         let body = Report {
             edge: c.id.clone(),
             url: c.public_url.clone(),
             viewers,
+            players,
         };
         let mut req = self
             .inner
@@ -332,6 +342,14 @@ fn media_playlist_ids(path: &str) -> Option<(&str, &str)> {
     (file == "index.m3u8" && it.next().is_none()).then_some((stream, rendition))
 }
 
+/// (stream, rendition) of any file under a rendition (`/live/NAME/ID/FILE`).
+fn rendition_ids(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/live/")?;
+    let mut it = rest.split('/');
+    let (stream, rendition, _file) = (it.next()?, it.next()?, it.next()?);
+    it.next().is_none().then_some((stream, rendition))
+}
+
 fn is_multivariant(path: &str) -> bool {
     path.strip_prefix("/live/")
         .and_then(|r| r.strip_suffix("/index.m3u8"))
@@ -428,9 +446,17 @@ async fn live(State(edge): State<Edge>, uri: axum::http::Uri, req_headers: Heade
     edge.inner.stats.requests.inc();
     let path = uri.path();
     let query = uri.query();
-    if path.len() > 512 || query.is_some_and(|q| q.len() > 1024) || path.contains("..") {
+    // CMCD is bounded on its own (and ignored when oversized): it does not count here.
+    let query_len = query.map_or(0, |q| {
+        q.split('&')
+            .filter(|p| !p.starts_with("CMCD="))
+            .map(str::len)
+            .sum()
+    });
+    if path.len() > 512 || query_len > 1024 || path.contains("..") {
         return plain(StatusCode::BAD_REQUEST, "request too long");
     }
+    let cmcd = media::cmcd::from_request(query, &req_headers);
     // The built-in player page is in the binary: served here, never fetched from the origin.
     if let Some(r) = media::page::serve(path) {
         return r.map(AxumBody::from);
@@ -500,6 +526,22 @@ async fn live(State(edge): State<Edge>, uri: axum::http::Uri, req_headers: Heade
             }
         }
     };
+    if let (Some((stream, rendition)), true, 200) =
+        (rendition_ids(path), cmcd.present(), entry.status)
+    {
+        // Like viewers: only for renditions the origin serves.
+        let result = if cmcd.malformed > 0 || cmcd.oversized {
+            "malformed"
+        } else {
+            "ok"
+        };
+        edge.inner.stats.cmcd.with_label_values(&[result]).inc();
+        edge.inner
+            .players
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(stream, rendition, session.as_deref(), &cmcd, Instant::now());
+    }
     if let (Some((stream, rendition)), Some(sid), 200) =
         (media_playlist_ids(path), &session, entry.status)
     {

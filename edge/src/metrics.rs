@@ -13,6 +13,8 @@ pub struct EdgeMetrics {
     pub bytes_out: IntCounter,
     pub requests: IntCounter,
     pub reports: IntCounterVec,
+    /// Viewer requests carrying CMCD, by result (`ok`, `malformed`).
+    pub cmcd: IntCounterVec,
     pub cache_bytes: IntGauge,
     pub cache_entries: IntGauge,
     pub viewers: IntGaugeVec,
@@ -53,6 +55,14 @@ impl Default for EdgeMetrics {
                 &["result"],
             )
             .unwrap_or_else(|e| panic!("reports: {e}")),
+            cmcd: IntCounterVec::new(
+                Opts::new(
+                    "ferrocast_edge_cmcd_requests_total",
+                    "Viewer requests carrying player telemetry (CMCD), ok or malformed (ignored).",
+                ),
+                &["result"],
+            )
+            .unwrap_or_else(|e| panic!("cmcd: {e}")),
             cache_bytes: gauge(
                 "ferrocast_edge_cache_bytes",
                 "Bytes of response bodies held in the cache.",
@@ -82,6 +92,7 @@ impl EdgeMetrics {
         registry.register(Box::new(self.bytes_out.clone()))?;
         registry.register(Box::new(self.requests.clone()))?;
         registry.register(Box::new(self.reports.clone()))?;
+        registry.register(Box::new(self.cmcd.clone()))?;
         registry.register(Box::new(self.cache_bytes.clone()))?;
         registry.register(Box::new(self.cache_entries.clone()))?;
         registry.register(Box::new(self.viewers.clone()))

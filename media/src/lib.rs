@@ -2,7 +2,7 @@
 //! (H.264 decoder configuration record, AAC AudioSpecificConfig), stream names, keys and session
 //! ids; and the small pieces every stage shares: H.264 Annex B → samples ([`annexb`], for
 //! MPEG-TS ingest and encoder output), the stream fan-out ([`fanout`]), the growing
-//! response body ([`body`]), LL-HLS delivery directives ([`directives`]), the CORS policy
+//! response body ([`body`]), player telemetry ([`cmcd`], CTA-5004), LL-HLS delivery directives ([`directives`]), the CORS policy
 //! ([`http`]), the built-in player page ([`page`]), the edge→origin report
 //! ([`viewers::Report`]) and a constant-time compare.
 //! Parsing is pure; the fan-out and the body use tokio's sync primitives only (no I/O).
@@ -12,6 +12,7 @@ pub mod annexb;
 mod avc;
 mod bits;
 pub mod body;
+pub mod cmcd;
 pub mod directives;
 pub mod fanout;
 pub mod http;

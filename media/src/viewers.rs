@@ -25,6 +25,9 @@ pub struct Report {
     pub url: String,
     #[serde(default)]
     pub viewers: Counts,
+    /// What the edge's players said in CMCD, per stream and rendition.
+    #[serde(default)]
+    pub players: crate::cmcd::PlayerSummaries,
 }
 
 #[derive(Debug)]
@@ -125,15 +128,12 @@ pub fn tag_multivariant(text: &str, sid: &str) -> String {
     out
 }
 
-/// The `sid` key of a CMCD payload (`k=v,k2="v2"`).
+/// The `sid` key of a CMCD payload (`k=v,k2="v2"`), when it is a well-formed string.
 pub fn cmcd_session(cmcd: &str) -> Option<String> {
-    cmcd.split(',').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k.trim() == "sid").then(|| v.trim().trim_matches('"').to_owned())
-    })
+    crate::cmcd::Cmcd::parse([cmcd]).session
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

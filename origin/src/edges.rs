@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 struct EdgeState {
     url: String,
     viewers: Counts,
+    players: media::cmcd::PlayerSummaries,
     at: Instant,
 }
 
@@ -32,6 +33,8 @@ pub struct Edges {
     edges: Mutex<HashMap<String, EdgeState>>,
     /// Viewers served by the origin itself.
     pub local: Mutex<ViewerCounter>,
+    /// What the origin's own players say in CMCD.
+    pub local_players: Mutex<media::cmcd::PlayerStats>,
 }
 
 impl Edges {
@@ -41,6 +44,7 @@ impl Edges {
             expiry,
             edges: Mutex::new(HashMap::new()),
             local: Mutex::new(ViewerCounter::new(viewer_window)),
+            local_players: Mutex::new(media::cmcd::PlayerStats::new(viewer_window)),
         }
     }
 
@@ -57,7 +61,13 @@ impl Edges {
         let url_ok = (r.url.starts_with("http://") || r.url.starts_with("https://"))
             && r.url.len() <= 256
             && !r.url.contains(char::is_whitespace);
-        if r.edge.is_empty() || r.edge.len() > 128 || !url_ok || r.viewers.len() > 10_000 {
+        let players: usize = r.players.values().map(|p| p.len()).sum();
+        if r.edge.is_empty()
+            || r.edge.len() > 128
+            || !url_ok
+            || r.viewers.len() > 10_000
+            || players > media::viewers::MAX_RENDITION_KEYS
+        {
             return Err(ReportError::Malformed);
         }
         let mut edges = self.edges.lock().unwrap_or_else(|e| e.into_inner());
@@ -72,6 +82,7 @@ impl Edges {
             EdgeState {
                 url: r.url.trim_end_matches('/').to_owned(),
                 viewers: r.viewers,
+                players: r.players,
                 at: now,
             },
         );
@@ -147,6 +158,30 @@ impl Edges {
         (per_rendition, per_edge)
     }
 
+    /// What the players of one stream say in CMCD, per rendition, summed over the origin and
+    /// every edge.
+    pub fn stream_players(
+        &self,
+        stream: &str,
+        now: Instant,
+    ) -> BTreeMap<String, media::cmcd::PlayerSummary> {
+        let mut out: BTreeMap<String, media::cmcd::PlayerSummary> = self
+            .local_players
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .summaries(now)
+            .remove(stream)
+            .unwrap_or_default();
+        let mut edges = self.edges.lock().unwrap_or_else(|e| e.into_inner());
+        edges.retain(|_, e| now.saturating_duration_since(e.at) < self.expiry);
+        for e in edges.values() {
+            for (rendition, s) in e.players.get(stream).into_iter().flatten() {
+                out.entry(rendition.clone()).or_default().merge(s);
+            }
+        }
+        out
+    }
+
     /// Viewers of one stream per rendition, summed over the origin and every edge.
     pub fn rendition_viewers(&self, stream: &str, now: Instant) -> BTreeMap<String, u64> {
         self.collect(stream, now).0
@@ -177,6 +212,7 @@ mod tests {
             edge: edge.into(),
             url: format!("http://{edge}:8081"),
             viewers,
+            players: Default::default(),
         }
     }
 

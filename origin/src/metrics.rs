@@ -30,6 +30,8 @@ pub struct Metrics {
     pub unplaced_frames: IntCounterVec,
     /// Segments whose program date-time was re-anchored to the wall clock, per stream.
     pub pdt_reanchors: IntCounterVec,
+    /// Requests that carried CMCD, by result (`ok`, `malformed`).
+    cmcd: IntCounterVec,
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -80,6 +82,14 @@ impl Default for Metrics {
                 "ferrocast_pdt_reanchors_total",
                 "Segments whose program date-time was re-anchored to the wall clock (clock drift).",
             ),
+            cmcd: IntCounterVec::new(
+                Opts::new(
+                    "ferrocast_cmcd_requests_total",
+                    "Requests carrying player telemetry (CMCD), ok or malformed (ignored).",
+                ),
+                &["result"],
+            )
+            .unwrap_or_else(|e| panic!("cmcd: {e}")),
         }
     }
 }
@@ -97,7 +107,14 @@ impl Metrics {
         registry.register(Box::new(self.splices.clone()))?;
         registry.register(Box::new(self.unplaced_frames.clone()))?;
         registry.register(Box::new(self.pdt_reanchors.clone()))?;
+        registry.register(Box::new(self.cmcd.clone()))?;
         registry.register(Box::new(self.http.clone()))
+    }
+
+    /// Counts a request with CMCD.
+    pub fn cmcd(&self, malformed: bool) {
+        let result = if malformed { "malformed" } else { "ok" };
+        self.cmcd.with_label_values(&[result]).inc();
     }
 
     pub fn http_response(&self, route: &'static str, status: u16) {

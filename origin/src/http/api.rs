@@ -50,6 +50,7 @@ pub(super) async fn streams(State(state): State<AppState>) -> Response {
                 "playlist": format!("/live/{}/index.m3u8", s.name),
                 "renditions": renditions,
                 "ladder": s.ladder_status(),
+                "players": players_json(&state.edges.stream_players(s.name.as_str(), Instant::now())),
             })
         })
         .collect();
@@ -101,4 +102,36 @@ pub(super) async fn edges(State(state): State<AppState>) -> Response {
         serde_json::json!({ "edges": edges }).to_string(),
     )
         .into_response()
+}
+
+/// What players said in CMCD, per rendition, as `/api/streams` shows it.
+fn players_json(
+    players: &std::collections::BTreeMap<String, media::cmcd::PlayerSummary>,
+) -> serde_json::Value {
+    let per: serde_json::Map<String, serde_json::Value> = players
+        .iter()
+        .map(|(rendition, p)| {
+            let buckets: Vec<serde_json::Value> = media::cmcd::BUFFER_BUCKETS_MS
+                .iter()
+                .map(|ub| serde_json::json!(ub))
+                .chain([serde_json::json!("+Inf")])
+                .zip(p.buffer_buckets)
+                .map(|(le, n)| serde_json::json!({"le_ms": le, "sessions": n}))
+                .collect();
+            (
+                rendition.clone(),
+                serde_json::json!({
+                    "sessions": p.sessions,
+                    "buffer_ms": p.mean_buffer_ms(),
+                    "buffer_sessions": buckets,
+                    "throughput_kbps": p.mean_throughput_kbps(),
+                    "bitrate_kbps": p.mean_bitrate_kbps(),
+                    "starvations": p.starvations,
+                    "startups": p.startups,
+                    "malformed": p.malformed,
+                }),
+            )
+        })
+        .collect();
+    serde_json::Value::Object(per)
 }

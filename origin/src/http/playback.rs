@@ -102,11 +102,32 @@ pub(super) async fn rendition_file(
     let Some(r) = stream.rendition(&rendition) else {
         return not_found();
     };
+    let sid = query
+        .as_deref()
+        .and_then(media::viewers::session_from_query);
+    // Player telemetry rides on every request of a rendition; broken CMCD is counted, never
+    // refused.
+    let cmcd = media::cmcd::from_request(query.as_deref(), &headers);
+    if cmcd.present() {
+        state
+            .streams
+            .metrics
+            .cmcd(cmcd.malformed > 0 || cmcd.oversized);
+        state
+            .edges
+            .local_players
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(
+                stream.name.as_str(),
+                &r.id,
+                sid.as_deref(),
+                &cmcd,
+                Instant::now(),
+            );
+    }
     if file == "index.m3u8" {
-        if let Some(sid) = query
-            .as_deref()
-            .and_then(media::viewers::session_from_query)
-        {
+        if let Some(sid) = sid {
             state
                 .edges
                 .local
