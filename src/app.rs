@@ -607,6 +607,63 @@ async fn run_ladders(plan: Arc<LadderPlan>, stop: CancellationToken) {
     }
 }
 
+/// Every second: each publisher's uplink health into `/api/streams` and the metrics; a flag
+/// and its clearing are logged with the figures.
+async fn watch_uplinks(
+    hub: Arc<ingest::Hub>,
+    streams: Arc<origin::Streams>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut flagged = std::collections::HashSet::new();
+    let mut live_before: Vec<String> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let uplinks = hub.uplinks();
+        // A publisher gone: its series go too (a stale "degraded" would mislead).
+        for old in &live_before {
+            if !uplinks.iter().any(|(n, _, _)| n.as_str() == old) {
+                let _ = hub.metrics.ingest_lag.remove_label_values(&[old]);
+                let _ = hub.metrics.uplink_degraded.remove_label_values(&[old]);
+            }
+        }
+        live_before = uplinks
+            .iter()
+            .map(|(n, _, _)| n.as_str().to_owned())
+            .collect();
+        for (name, session, s) in uplinks {
+            let stream = name.as_str();
+            hub.metrics
+                .ingest_lag
+                .with_label_values(&[stream])
+                .set(s.lag_secs);
+            hub.metrics
+                .uplink_degraded
+                .with_label_values(&[stream])
+                .set(i64::from(s.degraded));
+            let key = (stream.to_owned(), session);
+            if s.degraded && flagged.insert(key.clone()) {
+                tracing::warn!(%stream, %session, reason = s.reason.unwrap_or("-"), lag_secs = s.lag_secs, bitrate = s.bitrate, reference_bitrate = ?s.reference_bitrate, "uplink degraded: the publisher's media arrives late or thin");
+            } else if !s.degraded && flagged.remove(&key) {
+                tracing::info!(%stream, %session, "uplink recovered");
+            }
+            if let Some(live) = streams.get(stream).filter(|l| l.session == session) {
+                live.set_uplink_status(serde_json::json!({
+                    "degraded": s.degraded,
+                    "reason": s.reason,
+                    "lag_seconds": round3(s.lag_secs),
+                    "bitrate": s.bitrate.round(),
+                    "reference_bitrate": s.reference_bitrate.map(f64::round),
+                    "episodes": s.episodes,
+                }));
+            }
+        }
+    }
+}
+
 /// Starts the origin with a validated config. Call from within the tokio runtime.
 pub async fn start_origin(cfg: config::Config) -> anyhow::Result<Origin> {
     let keys = cfg.stream_keys()?;
@@ -638,6 +695,11 @@ pub async fn start_origin(cfg: config::Config) -> anyhow::Result<Origin> {
     register("origin", origin_metrics.register(metrics.registry()))?;
     register("ingest", hub.metrics.register(metrics.registry()))?;
     let shutdown = CancellationToken::new();
+    tokio::spawn(watch_uplinks(
+        Arc::clone(&hub),
+        Arc::clone(&streams),
+        shutdown.clone(),
+    ));
     if let Some(plan) = &plan {
         register("transcode", plan.metrics.register(metrics.registry()))?;
         tokio::spawn(run_ladders(Arc::clone(plan), shutdown.clone()));

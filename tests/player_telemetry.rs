@@ -107,6 +107,19 @@ fn cmcd_reaches_the_api_and_broken_cmcd_is_counted_never_refused() {
             tokio::time::sleep(Duration::from_millis(300)).await;
         };
         eprintln!("players {players}");
+        // A steady local publisher: its uplink is healthy, and the figures are there.
+        let (_, text) = hls::get_text(&c, &format!("{origin}/api/streams")).await;
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let uplink = &v["streams"][0]["uplink"];
+        assert_eq!(uplink["degraded"], false, "{uplink}");
+        assert!(
+            uplink["lag_seconds"].as_f64().is_some_and(|l| l < 1.5),
+            "{uplink}"
+        );
+        assert!(
+            uplink["bitrate"].as_f64().is_some_and(|b| b > 100_000.0),
+            "{uplink}"
+        );
         assert_eq!(
             players["sessions"], 2,
             "p1 (edge) and p2 (origin): {players}"

@@ -52,6 +52,8 @@ struct Entry {
     generation: u64,
     /// Cancels the current publisher's connection (takeover).
     current: Option<CancellationToken>,
+    /// The current publisher's uplink health.
+    uplink: Arc<Mutex<crate::uplink::Uplink>>,
 }
 
 impl Hub {
@@ -103,6 +105,24 @@ impl Hub {
             .collect()
     }
 
+    /// The uplink health of every live stream's current publisher (call about once a second).
+    pub fn uplinks(&self) -> Vec<(StreamName, SessionId, crate::uplink::UplinkStatus)> {
+        let now = std::time::Instant::now();
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams
+            .iter()
+            .filter(|(_, e)| e.current.is_some())
+            .map(|(n, e)| {
+                let status = e
+                    .uplink
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .status(now);
+                (n.clone(), e.session, status)
+            })
+            .collect()
+    }
+
     /// Starts publishing with `key`. On success the caller owns the [`Publisher`] for as long as
     /// its connection lives; dropping it starts the grace period.
     pub fn publish(
@@ -117,7 +137,7 @@ impl Hub {
         };
         let cancel = CancellationToken::new();
         let mut created = None;
-        let (session, fanout, generation) = {
+        let (session, fanout, generation, uplink) = {
             let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
             let entry = streams.entry(name.clone()).or_insert_with(|| {
                 let fanout = Fanout::new(name.as_str(), STREAM_QUEUE, self.metrics.fanout.clone());
@@ -132,14 +152,22 @@ impl Hub {
                     fanout,
                     generation: 0,
                     current: None,
+                    uplink: Default::default(),
                 }
             });
+            // Each publisher's uplink is its own.
+            entry.uplink = Default::default();
             entry.generation += 1;
             if let Some(old) = entry.current.replace(cancel.clone()) {
                 old.cancel();
                 self.metrics.takeovers.inc();
             }
-            (entry.session, Arc::clone(&entry.fanout), entry.generation)
+            (
+                entry.session,
+                Arc::clone(&entry.fanout),
+                entry.generation,
+                Arc::clone(&entry.uplink),
+            )
         };
         self.metrics.accepted();
         if let Some(new) = created {
@@ -152,6 +180,7 @@ impl Hub {
             generation,
             fanout,
             cancel,
+            uplink,
         };
         publisher.send(StreamEventKind::PublisherStarted { peer, protocol });
         Ok(publisher)
@@ -200,6 +229,7 @@ pub struct Publisher {
     generation: u64,
     fanout: Arc<Fanout>,
     cancel: CancellationToken,
+    uplink: Arc<Mutex<crate::uplink::Uplink>>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -238,6 +268,11 @@ impl Publisher {
     /// Sends a frame to every consumer without ever blocking: a consumer that lags is
     /// resynchronised at the next keyframe by the fan-out, alone.
     pub fn frame(&mut self, frame: Frame) {
+        self.uplink.lock().unwrap_or_else(|e| e.into_inner()).frame(
+            frame.pts.as_secs_f64(),
+            frame.data.len(),
+            std::time::Instant::now(),
+        );
         self.send(StreamEventKind::Frame(frame));
     }
 

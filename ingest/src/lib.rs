@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod rtmp;
 pub mod srt;
 pub mod ts;
+pub mod uplink;
 
 pub use hub::{Hub, NewStream, PublishError, Publisher};
 pub use metrics::IngestMetrics;

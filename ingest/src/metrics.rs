@@ -4,7 +4,7 @@
 
 use media::fanout::FanoutMetrics;
 use media::StreamName;
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Per-stream counters one publisher updates.
 #[derive(Debug, Clone)]
@@ -22,6 +22,10 @@ pub struct IngestMetrics {
     pub frames: IntCounterVec,
     /// Consumers of every stream's fan-out (lag, frames they missed).
     pub fanout: FanoutMetrics,
+    /// Ingest lag above its recent floor, per stream (see [`crate::uplink`]).
+    pub ingest_lag: GaugeVec,
+    /// 1 while a stream's uplink is flagged degraded.
+    pub uplink_degraded: IntGaugeVec,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -52,6 +56,22 @@ impl Default for IngestMetrics {
                 &["stream", "track"],
             ),
             fanout: FanoutMetrics::new(),
+            ingest_lag: GaugeVec::new(
+                Opts::new(
+                    "ferrocast_ingest_lag_seconds",
+                    "How far a publisher's media runs behind the wall clock, above its recent floor.",
+                ),
+                &["stream"],
+            )
+            .unwrap_or_else(|e| panic!("ingest lag: {e}")),
+            uplink_degraded: IntGaugeVec::new(
+                Opts::new(
+                    "ferrocast_uplink_degraded",
+                    "1 while a publisher's uplink is flagged degraded (lag or bitrate sag).",
+                ),
+                &["stream"],
+            )
+            .unwrap_or_else(|e| panic!("uplink: {e}")),
         };
         // Both results exist from the start (a 0 is information; a missing series is not).
         m.publishes.with_label_values(&["accepted"]);
@@ -66,6 +86,8 @@ impl IngestMetrics {
         registry.register(Box::new(self.takeovers.clone()))?;
         registry.register(Box::new(self.bytes.clone()))?;
         registry.register(Box::new(self.frames.clone()))?;
+        registry.register(Box::new(self.ingest_lag.clone()))?;
+        registry.register(Box::new(self.uplink_degraded.clone()))?;
         self.fanout.register(registry)
     }
 

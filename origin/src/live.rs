@@ -119,6 +119,8 @@ pub struct LiveStream {
     /// What runs the stream's ladder says about it (tier, rungs, encoders, sheds, CPU), as
     /// `/api/streams` shows it; the origin does not read it.
     ladder: Mutex<Option<serde_json::Value>>,
+    /// The publisher's uplink health, as the binary reads it from ingest.
+    uplink: Mutex<Option<serde_json::Value>>,
 }
 
 /// What the source rendition's packager tells the others.
@@ -146,6 +148,18 @@ impl LiveStream {
     /// Sets what `/api/streams` shows under `ladder`.
     pub fn set_ladder_status(&self, status: serde_json::Value) {
         *self.ladder.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+    }
+
+    /// Sets what `/api/streams` shows under `uplink`.
+    pub fn set_uplink_status(&self, status: serde_json::Value) {
+        *self.uplink.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+    }
+
+    pub fn uplink_status(&self) -> Option<serde_json::Value> {
+        self.uplink
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn ladder_status(&self) -> Option<serde_json::Value> {
@@ -246,6 +260,7 @@ impl Streams {
             lead: Mutex::new(Lead::default()),
             lead_changed: watch::channel(0).0,
             ladder: Mutex::new(None),
+            uplink: Mutex::new(None),
         });
         {
             let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());

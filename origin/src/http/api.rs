@@ -50,6 +50,7 @@ pub(super) async fn streams(State(state): State<AppState>) -> Response {
                 "playlist": format!("/live/{}/index.m3u8", s.name),
                 "renditions": renditions,
                 "ladder": s.ladder_status(),
+                "uplink": s.uplink_status(),
                 "players": players_json(&state.edges.stream_players(s.name.as_str(), Instant::now())),
             })
         })
