@@ -213,7 +213,7 @@ mod tests {
         let mut u = Uplink::new();
         feed(&mut u, t0, 0.0, 20.0, 2000.0, |_| 0.0);
         // From 20 s the uplink carries half the bitrate: media arrives ever later.
-        feed(&mut u, t0, 20.0, 24.0, 2000.0, |t| (t - 20.0));
+        feed(&mut u, t0, 20.0, 24.0, 2000.0, |t| t - 20.0);
         let s = u.status(t0 + Duration::from_secs(28));
         assert!(s.degraded, "{s:?}");
         assert_eq!(s.reason, Some("lag"));
