@@ -74,6 +74,7 @@ cat <<MSG
     Multivariant playlist:  http://localhost:${http_port}/live/demo/index.m3u8
     ffplay:  ffplay -fflags nobuffer http://localhost:${http_port}/live/demo/index.m3u8
     VLC:     vlc http://localhost:${http_port}/live/demo/index.m3u8
+    Dashboard: http://localhost:${http_port}/
     Metrics: http://localhost:${http_port}/metrics    Streams: http://localhost:${http_port}/api/streams
   (the playlist appears after the first 2-second segment; Ctrl-C stops everything)
 

@@ -217,6 +217,15 @@ impl LadderPlan {
                 inputs.push(input);
             }
         }
+        // The stream's shed counts exist from its start, at 0.
+        for reason in [
+            transcode::budget::ShedReason::Budget,
+            transcode::budget::ShedReason::Overload,
+        ] {
+            self.metrics
+                .sheds
+                .with_label_values(&[name.as_str(), reason.as_str()]);
+        }
         self.note_sheds(&name, ladder, &shed);
         inputs
     }
@@ -628,6 +637,8 @@ async fn watch_uplinks(
             if !uplinks.iter().any(|(n, _, _)| n.as_str() == old) {
                 let _ = hub.metrics.ingest_lag.remove_label_values(&[old]);
                 let _ = hub.metrics.uplink_degraded.remove_label_values(&[old]);
+                let _ = hub.metrics.bitrate.remove_label_values(&[old]);
+                let _ = hub.metrics.fps.remove_label_values(&[old]);
             }
         }
         live_before = uplinks
@@ -644,6 +655,11 @@ async fn watch_uplinks(
                 .uplink_degraded
                 .with_label_values(&[stream])
                 .set(i64::from(s.degraded));
+            hub.metrics
+                .bitrate
+                .with_label_values(&[stream])
+                .set(s.bitrate / 8.0);
+            hub.metrics.fps.with_label_values(&[stream]).set(s.fps);
             let key = (stream.to_owned(), session);
             if s.degraded && flagged.insert(key.clone()) {
                 tracing::warn!(%stream, %session, reason = s.reason.unwrap_or("-"), lag_secs = s.lag_secs, bitrate = s.bitrate, reference_bitrate = ?s.reference_bitrate, "uplink degraded: the publisher's media arrives late or thin");
@@ -657,11 +673,42 @@ async fn watch_uplinks(
                     "lag_seconds": round3(s.lag_secs),
                     "bitrate": s.bitrate.round(),
                     "reference_bitrate": s.reference_bitrate.map(f64::round),
+                    "fps": (s.fps * 10.0).round() / 10.0,
                     "episodes": s.episodes,
                 }));
             }
         }
     }
+}
+
+/// Viewers and what their players say (CMCD) per stream and rendition into the metrics (only
+/// streams and renditions that exist: edges' reports cannot add series).
+fn refresh_audience(
+    streams: &origin::Streams,
+    edges: &origin::edges::Edges,
+    m: &origin::metrics::Metrics,
+) {
+    let now = std::time::Instant::now();
+    m.viewers.reset();
+    m.players.reset();
+    for s in streams.all() {
+        let name = s.name.as_str();
+        let known: Vec<String> = s.renditions().iter().map(|r| r.id.to_string()).collect();
+        for (rendition, n) in edges.rendition_viewers(name, now) {
+            if known.contains(&rendition) {
+                m.viewers
+                    .with_label_values(&[name, rendition.as_str()])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        for (rendition, p) in edges.stream_players(name, now) {
+            if known.contains(&rendition) {
+                m.players.set(name, &rendition, &p);
+            }
+        }
+    }
+    m.edges
+        .set(i64::try_from(edges.healthy(now).len()).unwrap_or(i64::MAX));
 }
 
 /// Starts the origin with a validated config. Call from within the tokio runtime.
@@ -677,6 +724,9 @@ pub async fn start_origin(cfg: config::Config) -> anyhow::Result<Origin> {
     if cfg.edge_token.is_none() {
         tracing::warn!("no edge_token configured: any host can report viewers as an edge");
     }
+    if cfg.admin_token.is_none() {
+        tracing::warn!("no admin_token configured: the dashboard's data (/api/streams, /api/edges) is open to anyone who can reach the origin's HTTP port");
+    }
     let origin_metrics = Arc::new(origin::metrics::Metrics::default());
     let streams = origin::Streams::new(cfg.origin_config(), Arc::clone(&origin_metrics));
     let edges = Arc::new(cfg.edges());
@@ -691,9 +741,17 @@ pub async fn start_origin(cfg: config::Config) -> anyhow::Result<Origin> {
         move |new| wire_stream(&streams, &copies, plan.as_ref(), new)
     };
     let hub = ingest::Hub::new(keys, cfg.grace_period(), on_new);
-    let metrics = Metrics::new();
+    let mut metrics = Metrics::new();
     register("origin", origin_metrics.register(metrics.registry()))?;
     register("ingest", hub.metrics.register(metrics.registry()))?;
+    {
+        let (streams, edges, m) = (
+            Arc::clone(&streams),
+            Arc::clone(&edges),
+            Arc::clone(&origin_metrics),
+        );
+        metrics.on_scrape(move || refresh_audience(&streams, &edges, &m));
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_uplinks(
         Arc::clone(&hub),
@@ -734,6 +792,7 @@ pub async fn start_origin(cfg: config::Config) -> anyhow::Result<Origin> {
     let state = origin::http::AppState {
         streams: Arc::clone(&streams),
         edges,
+        admin_token: cfg.admin_token.as_deref().map(Arc::from),
     };
     let router = origin::http::router(state).merge(Arc::new(metrics).router());
     let http_task = tokio::spawn(origin::http::run(http, router, shutdown.clone()));

@@ -46,6 +46,9 @@ pub struct Config {
     pub ended_linger: f64,
     /// Shared secret edges send with their viewer reports (`Authorization: Bearer …`).
     pub edge_token: Option<String>,
+    /// Secret for the dashboard's data (`GET /api/streams`, `GET /api/edges`: `Authorization:
+    /// Bearer …`; the dashboard page asks for it). Absent: those are open.
+    pub admin_token: Option<String>,
     /// Viewers = distinct sessions seen within this many seconds.
     pub viewer_window: f64,
     /// Extra renditions that carry an untouched copy of the source under these ids (no
@@ -182,6 +185,7 @@ impl Default for Config {
             rtmp_idle_timeout: 10.0,
             ended_linger: 60.0,
             edge_token: None,
+            admin_token: None,
             viewer_window: 15.0,
             copy_renditions: Vec::new(),
             transcode: None,

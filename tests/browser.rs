@@ -18,6 +18,7 @@ use player_test::glass::{self, PublishOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
+use std::time::Duration;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -247,4 +248,161 @@ fn the_built_in_page_plays_an_audio_only_stream_through_an_edge() {
         "no CMCD bitrate: {players}"
     );
     assert_eq!(rendition["malformed"], 0, "{players}");
+}
+
+/// The origin's dashboard during a transcoded publish with viewers through an edge and CMCD
+/// from players, with an admin token: the read APIs refuse a request without it, the page asks
+/// for it, then shows the stream with its session id, its ladder, its viewers per rendition and
+/// per edge, and drawn charts. The screenshot is kept as `dashboard.png` in the target's test
+/// folder.
+#[test]
+fn the_dashboard_shows_the_stream_its_ladder_viewers_and_charts_behind_the_admin_token() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    const TOKEN: &str = "dashboard-test-admin-token";
+    let config = common::config(&format!(
+        "admin_token = \"{TOKEN}\"\n[transcode]\n[[transcode.rungs]]\nname = \"r180\"\n\
+         height = 180\nbitrate_kbps = 300\n[[transcode.tiers]]\nmin_viewers = 0\n\
+         rungs = [\"r180\"]\n"
+    ));
+    let cluster = Cluster::start(1, &config, &[]);
+    let _publisher = Publisher::rtmp(&cluster.rtmp_url(common::KEY), &Source::small(60.0));
+    let rt = common::runtime();
+    let edge = cluster.edge_base(0);
+    let origin = cluster.origin_base();
+    let session = rt.block_on(async {
+        let c = hls::client();
+        hls::wait_stream(&c, &edge, "cam").await;
+        let r = c.get(format!("{origin}/api/streams")).send().await.unwrap();
+        assert_eq!(r.status(), 401, "the read API needs the admin token");
+        let r = c
+            .get(format!("{origin}/api/streams"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["streams"][0]["session"].as_str().unwrap().to_owned()
+    });
+    // Viewers through the edge while the dashboard looks: 4 followers, 2 of them with CMCD.
+    let viewers = {
+        let edge = edge.clone();
+        std::thread::spawn(move || {
+            common::runtime().block_on(async {
+                let c = hls::client();
+                let mut tasks = Vec::new();
+                for i in 0..4 {
+                    let (_, master) =
+                        hls::get_text(&c, &format!("{edge}/live/cam/index.m3u8")).await;
+                    let media = master
+                        .lines()
+                        .find(|l| l.starts_with("source/"))
+                        .unwrap()
+                        .to_owned();
+                    let (fc, url) = (c.clone(), format!("{edge}/live/cam/{media}"));
+                    tasks.push(tokio::spawn(async move {
+                        hls::follow(&fc, &url, Duration::from_secs(30)).await
+                    }));
+                    if i < 2 {
+                        let cmcd = format!(
+                            "{edge}/live/cam/source/index.m3u8?CMCD=bl%3D{}%2Cbr%3D800%2Csid%3D%22d{i}%22",
+                            1500 + 500 * i
+                        );
+                        let c = c.clone();
+                        tasks.push(tokio::spawn(async move {
+                            for _ in 0..25 {
+                                hls::get_text(&c, &cmcd).await;
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                            hls::Followed::default()
+                        }));
+                    }
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = Command::new("node")
+        .arg(browser_dir().join("dashboard.mjs"))
+        .args(["--url", &format!("{origin}/"), "--stream", "cam"])
+        .args(["--token", TOKEN, "--polls", "10", "--timeout", "40"])
+        .arg("--chromium")
+        .arg(chromium())
+        .arg("--screenshot")
+        .arg(&shot)
+        .output()
+        .expect("node (Node.js 20+) must be installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "dashboard.mjs said no JSON ({e}): {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    eprintln!("dashboard report: {r}");
+    let _ = viewers.join();
+    assert!(
+        out.status.success(),
+        "the dashboard never showed it all: {r}"
+    );
+    assert_eq!(r["askedForToken"], true, "{r}");
+    assert_eq!(r["lastError"], serde_json::Value::Null, "{r}");
+    // The page's first polls, before the token was typed, were refused: nothing else.
+    let errors: Vec<_> = r["pageErrors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| !e.as_str().unwrap_or("").contains("401 (Unauthorized)"))
+        .collect();
+    assert!(errors.is_empty(), "page errors {errors:?}: {r}");
+    assert_eq!(r["session"], session.as_str(), "{r}");
+    assert_eq!(r["publishing"], "live", "{r}");
+    assert_eq!(r["uplink"], "uplink healthy", "{r}");
+    let fps: f64 = r["fps"].as_str().unwrap_or("0").parse().unwrap_or(0.0);
+    assert!((25.0..=35.0).contains(&fps), "ingest fps shown {fps}: {r}");
+    let ladder = r["ladder"].as_array().unwrap();
+    assert!(
+        ladder
+            .iter()
+            .any(|x| x["name"].as_str().unwrap_or("").starts_with("r180")
+                && x["state"] == "advertised"
+                && x["encoder"] == "x264"),
+        "the ladder: {r}"
+    );
+    let renditions = r["renditions"].as_array().unwrap();
+    let source = renditions
+        .iter()
+        .find(|x| x["id"] == "source")
+        .unwrap_or_else(|| panic!("no source rendition: {r}"));
+    let viewers: u64 = source["viewers"].as_str().unwrap().parse().unwrap();
+    assert!((4..=6).contains(&viewers), "viewers shown {viewers}: {r}");
+    assert!(
+        source["players"].as_str().unwrap().parse::<u64>().unwrap() >= 2,
+        "CMCD players shown: {r}"
+    );
+    assert_ne!(source["buffer"], "–", "CMCD buffer shown: {r}");
+    assert!(
+        r["viewersPerEdge"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["edge"] == "edge-1"),
+        "viewers per edge: {r}"
+    );
+    assert_eq!(r["edges"].as_array().map(Vec::len), Some(1), "{r}");
+    let charts = r["charts"].as_array().unwrap();
+    assert!(
+        charts.iter().filter(|c| c["drawn"] == true).count() >= 5,
+        "charts drawn: {r}"
+    );
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 20_000),
+        "no screenshot at {}",
+        shot.display()
+    );
 }

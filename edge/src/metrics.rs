@@ -79,6 +79,8 @@ impl Default for EdgeMetrics {
         };
         m.reports.with_label_values(&["ok"]);
         m.reports.with_label_values(&["failed"]);
+        m.cmcd.with_label_values(&["ok"]);
+        m.cmcd.with_label_values(&["malformed"]);
         m
     }
 }

@@ -155,6 +155,16 @@ impl Hub {
                     uplink: Default::default(),
                 }
             });
+            if created.is_some() {
+                // The stream's reconnect count exists from its start (0 is information).
+                self.metrics.reconnects.with_label_values(&[name.as_str()]);
+            } else if entry.current.is_none() {
+                // Back within the grace period: the same session goes on.
+                self.metrics
+                    .reconnects
+                    .with_label_values(&[name.as_str()])
+                    .inc();
+            }
             // Each publisher's uplink is its own.
             entry.uplink = Default::default();
             entry.generation += 1;
@@ -271,6 +281,7 @@ impl Publisher {
         self.uplink.lock().unwrap_or_else(|e| e.into_inner()).frame(
             frame.pts.as_secs_f64(),
             frame.data.len(),
+            frame.track == media::Track::Video,
             std::time::Instant::now(),
         );
         self.send(StreamEventKind::Frame(frame));
@@ -350,6 +361,11 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(9)).await;
         assert_eq!(hub.live_streams().len(), 1, "still within grace");
         let b = hub.publish("k1", peer(), Protocol::Rtmp).unwrap(); // reconnect
+        assert_eq!(
+            hub.metrics.reconnects.with_label_values(&["demo"]).get(),
+            2,
+            "a after the helper's publisher, then b: two reconnects"
+        );
         tokio::time::sleep(Duration::from_secs(20)).await;
         assert_eq!(hub.live_streams().len(), 1, "reconnected stream stays");
         drop(b);

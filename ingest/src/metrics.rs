@@ -12,6 +12,7 @@ pub struct IngestCounters {
     pub bytes: IntCounter,
     pub video_frames: IntCounter,
     pub audio_frames: IntCounter,
+    pub dropped_frames: IntCounter,
 }
 
 #[derive(Debug, Clone)]
@@ -26,6 +27,94 @@ pub struct IngestMetrics {
     pub ingest_lag: GaugeVec,
     /// 1 while a stream's uplink is flagged degraded.
     pub uplink_degraded: IntGaugeVec,
+    /// Bitrate (bytes per second, the Prometheus base unit) and video frame rate over the
+    /// last few seconds, per stream.
+    pub bitrate: GaugeVec,
+    pub fps: GaugeVec,
+    /// Frames damaged in transport that ingest could not pass on (MPEG-TS over SRT: PES
+    /// packets lost to continuity errors). RTMP never drops silently: a bad frame ends the
+    /// publish with its reason in the log.
+    pub dropped_frames: IntCounterVec,
+    /// A publisher came back to its stream within the grace period.
+    pub reconnects: IntCounterVec,
+    /// libsrt's own figures for each SRT publisher (`srt_bstats`).
+    pub srt: SrtMetrics,
+}
+
+/// libsrt's receiver statistics per stream.
+#[derive(Debug, Clone)]
+pub struct SrtMetrics {
+    pub rtt: GaugeVec,
+    pub receive_buffer: GaugeVec,
+    pub receive_buffer_bytes: IntGaugeVec,
+    pub received: IntCounterVec,
+    pub lost: IntCounterVec,
+    pub retransmitted: IntCounterVec,
+    pub dropped: IntCounterVec,
+}
+
+impl SrtMetrics {
+    fn new() -> SrtMetrics {
+        let packets = |what: &str, help: &str| {
+            counter_vec(
+                &format!("ferrocast_srt_packets_{what}_total"),
+                help,
+                &["stream"],
+            )
+        };
+        SrtMetrics {
+            rtt: gauge_vec(
+                "ferrocast_srt_rtt_seconds",
+                "Round-trip time to an SRT publisher, as libsrt estimates it.",
+            ),
+            receive_buffer: gauge_vec(
+                "ferrocast_srt_receive_buffer_seconds",
+                "Media waiting in libsrt's receive buffer (timespan).",
+            ),
+            receive_buffer_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "ferrocast_srt_receive_buffer_bytes",
+                    "Bytes waiting in libsrt's receive buffer.",
+                ),
+                &["stream"],
+            )
+            .unwrap_or_else(|e| panic!("srt buffer: {e}")),
+            received: packets("received", "Data packets received from SRT publishers."),
+            lost: packets(
+                "lost",
+                "Data packets an SRT receiver found missing (before retransmission).",
+            ),
+            retransmitted: packets(
+                "retransmitted",
+                "Retransmitted data packets received from SRT publishers.",
+            ),
+            dropped: packets(
+                "dropped",
+                "Data packets that arrived too late to play or never arrived (dropped by libsrt).",
+            ),
+        }
+    }
+
+    fn register(&self, r: &Registry) -> prometheus::Result<()> {
+        r.register(Box::new(self.rtt.clone()))?;
+        r.register(Box::new(self.receive_buffer.clone()))?;
+        r.register(Box::new(self.receive_buffer_bytes.clone()))?;
+        r.register(Box::new(self.received.clone()))?;
+        r.register(Box::new(self.lost.clone()))?;
+        r.register(Box::new(self.retransmitted.clone()))?;
+        r.register(Box::new(self.dropped.clone()))
+    }
+
+    /// Drops a gone publisher's gauges (its counters stay: they are totals).
+    pub fn forget(&self, stream: &str) {
+        let _ = self.rtt.remove_label_values(&[stream]);
+        let _ = self.receive_buffer.remove_label_values(&[stream]);
+        let _ = self.receive_buffer_bytes.remove_label_values(&[stream]);
+    }
+}
+
+fn gauge_vec(name: &str, help: &str) -> GaugeVec {
+    GaugeVec::new(Opts::new(name, help), &["stream"]).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -72,6 +161,25 @@ impl Default for IngestMetrics {
                 &["stream"],
             )
             .unwrap_or_else(|e| panic!("uplink: {e}")),
+            bitrate: gauge_vec(
+                "ferrocast_ingest_bytes_per_second",
+                "A publisher's bitrate over the last 3 s, in bytes per second.",
+            ),
+            fps: gauge_vec(
+                "ferrocast_ingest_frames_per_second",
+                "A publisher's video frame rate over the last 3 s.",
+            ),
+            dropped_frames: counter_vec(
+                "ferrocast_ingest_dropped_frames_total",
+                "Frames damaged in transport that ingest could not pass on.",
+                &["stream"],
+            ),
+            reconnects: counter_vec(
+                "ferrocast_ingest_reconnects_total",
+                "Publishers that came back to their stream within the grace period.",
+                &["stream"],
+            ),
+            srt: SrtMetrics::new(),
         };
         // Both results exist from the start (a 0 is information; a missing series is not).
         m.publishes.with_label_values(&["accepted"]);
@@ -88,6 +196,11 @@ impl IngestMetrics {
         registry.register(Box::new(self.frames.clone()))?;
         registry.register(Box::new(self.ingest_lag.clone()))?;
         registry.register(Box::new(self.uplink_degraded.clone()))?;
+        registry.register(Box::new(self.bitrate.clone()))?;
+        registry.register(Box::new(self.fps.clone()))?;
+        registry.register(Box::new(self.dropped_frames.clone()))?;
+        registry.register(Box::new(self.reconnects.clone()))?;
+        self.srt.register(registry)?;
         self.fanout.register(registry)
     }
 
@@ -98,6 +211,7 @@ impl IngestMetrics {
             bytes: self.bytes.with_label_values(&[s]),
             video_frames: self.frames.with_label_values(&[s, "video"]),
             audio_frames: self.frames.with_label_values(&[s, "audio"]),
+            dropped_frames: self.dropped_frames.with_label_values(&[s]),
         }
     }
 

@@ -285,7 +285,9 @@ fn serve(
     let mut demux = TsDemuxer::default();
     let mut buf = vec![0u8; 1500];
     let mut last_data = Instant::now();
+    let mut transport = SrtFigures::new(hub, publisher.name().as_str());
     loop {
+        transport.sample(socket);
         if cancelled.is_cancelled() {
             return Ok("taken over by a new publisher");
         }
@@ -296,7 +298,12 @@ fn serve(
             Recv::Data(n) => {
                 last_data = Instant::now();
                 counters.bytes.inc_by(n as u64);
-                for ev in demux.push(&buf[..n])? {
+                let dropped_before = demux.stats.dropped_pes;
+                let events = demux.push(&buf[..n])?;
+                counters
+                    .dropped_frames
+                    .inc_by(demux.stats.dropped_pes - dropped_before);
+                for ev in events {
                     match ev {
                         TsEvent::Config(c) => publisher.config(c),
                         TsEvent::Frame(f) => {
@@ -327,6 +334,61 @@ fn serve(
                 return Ok("publisher disconnected");
             }
         }
+    }
+}
+
+/// Carries libsrt's per-connection totals into the stream's metrics about once a second.
+struct SrtFigures<'a> {
+    metrics: &'a crate::metrics::SrtMetrics,
+    stream: String,
+    last: libsrt::Stats,
+    next: Instant,
+}
+
+impl<'a> SrtFigures<'a> {
+    fn new(hub: &'a Hub, stream: &str) -> SrtFigures<'a> {
+        SrtFigures {
+            metrics: &hub.metrics.srt,
+            stream: stream.to_owned(),
+            last: libsrt::Stats::default(),
+            next: Instant::now(),
+        }
+    }
+
+    fn sample(&mut self, socket: &libsrt::Socket) {
+        let now = Instant::now();
+        if now < self.next {
+            return;
+        }
+        self.next = now + Duration::from_secs(1);
+        let Some(s) = socket.stats() else { return };
+        let m = self.metrics;
+        let l = [self.stream.as_str()];
+        m.rtt.with_label_values(&l).set(s.rtt.as_secs_f64());
+        m.receive_buffer
+            .with_label_values(&l)
+            .set(s.receive_buffer.as_secs_f64());
+        m.receive_buffer_bytes
+            .with_label_values(&l)
+            .set(i64::try_from(s.receive_buffer_bytes).unwrap_or(i64::MAX));
+        let add = |c: &prometheus::IntCounterVec, now: u64, before: u64| {
+            c.with_label_values(&l).inc_by(now.saturating_sub(before));
+        };
+        add(&m.received, s.packets_received, self.last.packets_received);
+        add(&m.lost, s.packets_lost, self.last.packets_lost);
+        add(
+            &m.retransmitted,
+            s.packets_retransmitted,
+            self.last.packets_retransmitted,
+        );
+        add(&m.dropped, s.packets_dropped, self.last.packets_dropped);
+        self.last = s;
+    }
+}
+
+impl Drop for SrtFigures<'_> {
+    fn drop(&mut self) {
+        self.metrics.forget(&self.stream);
     }
 }
 

@@ -38,6 +38,8 @@ pub struct UplinkStatus {
     pub bitrate: f64,
     /// Median per-second bitrate before it, bit/s (`None` until there is enough history).
     pub reference_bitrate: Option<f64>,
+    /// Video frames per second over the last [`RECENT`].
+    pub fps: f64,
     /// Times the stream was flagged.
     pub episodes: u64,
 }
@@ -48,8 +50,8 @@ pub struct Uplink {
     start: Option<(Instant, f64)>,
     /// (arrival, lag seconds), the last [`BASELINE`].
     lags: VecDeque<(Instant, f64)>,
-    /// Bytes per whole second since the start: (second index, bytes).
-    seconds: VecDeque<(u64, u64)>,
+    /// Per whole second since the start: (second index, bytes, video frames).
+    seconds: VecDeque<(u64, u64, u64)>,
     last_media: f64,
     status: UplinkStatus,
     healthy_since: Option<Instant>,
@@ -73,8 +75,9 @@ impl Uplink {
         }
     }
 
-    /// A frame of `bytes` whose media time is `media_secs` arrived at `now`.
-    pub fn frame(&mut self, media_secs: f64, bytes: usize, now: Instant) {
+    /// A frame of `bytes` (a video picture when `video`) whose media time is `media_secs`
+    /// arrived at `now`.
+    pub fn frame(&mut self, media_secs: f64, bytes: usize, video: bool, now: Instant) {
         let (t0, m0) = *self.start.get_or_insert((now, media_secs));
         // A publisher clock jump (splice) restarts the reference.
         if (media_secs - self.last_media).abs() > 10.0 && !self.lags.is_empty() {
@@ -94,15 +97,19 @@ impl Uplink {
             self.lags.pop_front();
         }
         let second = now.duration_since(t0).as_secs();
+        let pictures = u64::from(video);
         match self.seconds.back_mut() {
-            Some((s, b)) if *s == second => *b += bytes as u64,
-            _ => self.seconds.push_back((second, bytes as u64)),
+            Some((s, b, v)) if *s == second => {
+                *b += bytes as u64;
+                *v += pictures;
+            }
+            _ => self.seconds.push_back((second, bytes as u64, pictures)),
         }
         let keep = BASELINE.as_secs() + RECENT.as_secs() + 2;
         while self
             .seconds
             .front()
-            .is_some_and(|(s, _)| second.saturating_sub(*s) > keep)
+            .is_some_and(|(s, _, _)| second.saturating_sub(*s) > keep)
         {
             self.seconds.pop_front();
         }
@@ -132,15 +139,18 @@ impl Uplink {
         let second = now.duration_since(t0).as_secs();
         let recent_secs = RECENT.as_secs();
         // Whole seconds only: the current one is still filling.
-        let bytes_in = |from: u64, to: u64| -> u64 {
+        let in_seconds = |from: u64, to: u64| -> (u64, u64) {
             self.seconds
                 .iter()
-                .filter(|(s, _)| *s >= from && *s < to)
-                .map(|(_, b)| *b)
-                .sum()
+                .filter(|(s, _, _)| *s >= from && *s < to)
+                .fold((0, 0), |(b, v), (_, bs, vs)| (b + bs, v + vs))
         };
+        let bytes_in = |from: u64, to: u64| in_seconds(from, to).0;
         let recent_from = second.saturating_sub(recent_secs);
-        let bitrate = bytes_in(recent_from, second) as f64 * 8.0 / recent_secs as f64;
+        // Until RECENT whole seconds have passed, the average is over those there are.
+        let span = (second - recent_from).max(1) as f64;
+        let (recent_bytes, recent_pictures) = in_seconds(recent_from, second);
+        let bitrate = recent_bytes as f64 * 8.0 / span;
         let mut reference: Vec<f64> = (recent_from.saturating_sub(BASELINE.as_secs())..recent_from)
             .map(|s| bytes_in(s, s + 1) as f64 * 8.0)
             .collect();
@@ -156,6 +166,7 @@ impl Uplink {
         s.lag_secs = lag;
         s.bitrate = bitrate;
         s.reference_bitrate = reference;
+        s.fps = recent_pictures as f64 / span;
         if lagging || sagging {
             self.healthy_since = None;
             if !s.degraded {
@@ -191,7 +202,7 @@ mod tests {
         let mut t = from;
         while t < to {
             let at = t0 + Duration::from_secs_f64(t + delay(t));
-            u.frame(t, (kbps * 1000.0 / 8.0 / 30.0) as usize, at);
+            u.frame(t, (kbps * 1000.0 / 8.0 / 30.0) as usize, true, at);
             t += 1.0 / 30.0;
         }
     }
@@ -205,6 +216,7 @@ mod tests {
         assert!(!s.degraded, "{s:?}");
         assert!(s.lag_secs < 0.1);
         assert!((s.bitrate - 2_000_000.0).abs() < 100_000.0, "{s:?}");
+        assert!((s.fps - 30.0).abs() < 1.0, "{s:?}");
     }
 
     #[test]

@@ -64,7 +64,12 @@ pub fn serve(path: &str) -> Option<Response<Bytes>> {
     }
 }
 
-fn file(body: &'static [u8], content_type: &'static str, cache: &'static str) -> Response<Bytes> {
+/// A static file response: its type, caching and `nosniff` (also the dashboard's files).
+pub fn file(
+    body: &'static [u8],
+    content_type: &'static str,
+    cache: &'static str,
+) -> Response<Bytes> {
     let mut r = Response::new(Bytes::from_static(body));
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -7,6 +7,7 @@
 //! [`metrics::Metrics`]) and does not cache for viewers at scale (see the edge).
 
 pub mod blocking;
+pub mod dashboard;
 pub mod edges;
 pub mod fmp4;
 pub mod http;

@@ -50,6 +50,10 @@ pub struct TrackInfo {
     pub timeline: crate::packager::TimelineStats,
     /// Program date-time minus the wall clock at ingest at the last segment, seconds.
     pub drift_secs: f64,
+    /// The last part's publish delay (its last frame's arrival → servable), seconds.
+    pub part_delay_secs: f64,
+    /// Parts completed since the stream began.
+    pub parts: u64,
 }
 
 /// One rendition's window and its change notifications.
@@ -242,6 +246,14 @@ impl Streams {
         session: SessionId,
         renditions: Vec<RenditionInput>,
     ) {
+        // Each stream's counters exist from its start (a 0 is information; a gap is not).
+        for c in [
+            &self.metrics.splices,
+            &self.metrics.unplaced_frames,
+            &self.metrics.pdt_reanchors,
+        ] {
+            c.with_label_values(&[name.as_str()]);
+        }
         // MSNs start from the wall clock in seconds, so a new session of the same stream name
         // never reuses an earlier session's part and segment URLs (which caches keep).
         let first_msn = SystemTime::now()
@@ -503,13 +515,18 @@ async fn run_packager(
         rendition.notify(change);
         if closed_parts > 0 {
             let now = Instant::now();
-            if let Some(last) = arrivals.last() {
-                observe(&metrics.part_publish_delay, now - *last);
+            let part_delay = arrivals.last().map(|last| now - *last);
+            if let Some(d) = part_delay {
+                observe(&metrics.part_publish_delay, d);
             }
             for a in arrivals.drain(..) {
                 observe(&metrics.ingest_to_servable, now - a);
             }
             let mut info = rendition.info.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(d) = part_delay {
+                info.part_delay_secs = d.as_secs_f64();
+            }
+            info.parts += closed_parts;
             info.frame_rate = media::VIDEO_TIMESCALE as f64 / packager.frame_duration() as f64;
             info.drift_secs = packager.drift();
         }

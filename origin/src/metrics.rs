@@ -2,7 +2,9 @@
 //! crate renders nothing). Labels are bounded: `route` is one of a fixed set, `status` an HTTP
 //! status code.
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 use std::time::Duration;
 
 const FAST: &[f64] = &[
@@ -32,6 +34,95 @@ pub struct Metrics {
     pub pdt_reanchors: IntCounterVec,
     /// Requests that carried CMCD, by result (`ok`, `malformed`).
     cmcd: IntCounterVec,
+    /// Viewers per stream and rendition, direct and through every edge (set at each scrape).
+    pub viewers: IntGaugeVec,
+    /// Edges whose reports are current.
+    pub edges: IntGauge,
+    /// What players say in CMCD, per stream and rendition, over the origin and every edge.
+    pub players: PlayerMetrics,
+}
+
+/// Player telemetry (CMCD) as gauges, set at each scrape from the viewer window.
+#[derive(Debug, Clone)]
+pub struct PlayerMetrics {
+    pub sessions: IntGaugeVec,
+    pub buffer: GaugeVec,
+    pub bitrate: GaugeVec,
+    pub throughput: GaugeVec,
+    pub starved: IntGaugeVec,
+}
+
+impl PlayerMetrics {
+    fn new() -> PlayerMetrics {
+        let labels = &["stream", "rendition"];
+        let g = |name: &str, help: &str| {
+            GaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        let i = |name: &str, help: &str| {
+            IntGaugeVec::new(Opts::new(name, help), labels)
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        PlayerMetrics {
+            sessions: i(
+                "ferrocast_player_sessions",
+                "Player sessions that sent CMCD within the viewer window.",
+            ),
+            buffer: g(
+                "ferrocast_player_buffer_seconds",
+                "Mean of the players' latest buffer length (CMCD bl).",
+            ),
+            bitrate: g(
+                "ferrocast_player_encoded_bytes_per_second",
+                "Mean encoded bitrate the players fetch (CMCD br), bytes per second.",
+            ),
+            throughput: g(
+                "ferrocast_player_throughput_bytes_per_second",
+                "Mean throughput the players measure (CMCD mtp), bytes per second.",
+            ),
+            starved: i(
+                "ferrocast_player_starved_requests",
+                "Requests within the viewer window whose player said its buffer ran dry (CMCD bs).",
+            ),
+        }
+    }
+
+    fn register(&self, r: &Registry) -> prometheus::Result<()> {
+        r.register(Box::new(self.sessions.clone()))?;
+        r.register(Box::new(self.buffer.clone()))?;
+        r.register(Box::new(self.bitrate.clone()))?;
+        r.register(Box::new(self.throughput.clone()))?;
+        r.register(Box::new(self.starved.clone()))
+    }
+
+    /// Forgets every series (before setting the current ones).
+    pub fn reset(&self) {
+        self.sessions.reset();
+        self.buffer.reset();
+        self.bitrate.reset();
+        self.throughput.reset();
+        self.starved.reset();
+    }
+
+    /// Sets one rendition's figures.
+    pub fn set(&self, stream: &str, rendition: &str, p: &media::cmcd::PlayerSummary) {
+        let l = [stream, rendition];
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.sessions.with_label_values(&l).set(int(p.sessions));
+        self.starved.with_label_values(&l).set(int(p.starvations));
+        if let Some(ms) = p.mean_buffer_ms() {
+            self.buffer.with_label_values(&l).set(ms as f64 / 1000.0);
+        }
+        if let Some(k) = p.mean_bitrate_kbps() {
+            self.bitrate
+                .with_label_values(&l)
+                .set(k as f64 * 1000.0 / 8.0);
+        }
+        if let Some(k) = p.mean_throughput_kbps() {
+            self.throughput
+                .with_label_values(&l)
+                .set(k as f64 * 1000.0 / 8.0);
+        }
+    }
 }
 
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
@@ -41,7 +132,7 @@ fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics {
+        let m = Metrics {
             part_publish_delay: histogram(
                 "ferrocast_part_publish_delay_seconds",
                 "Arrival of a part's last frame at ingest to the part being servable.",
@@ -90,7 +181,25 @@ impl Default for Metrics {
                 &["result"],
             )
             .unwrap_or_else(|e| panic!("cmcd: {e}")),
-        }
+            viewers: IntGaugeVec::new(
+                Opts::new(
+                    "ferrocast_viewers",
+                    "Viewers per stream and rendition: the origin's own and every edge's.",
+                ),
+                &["stream", "rendition"],
+            )
+            .unwrap_or_else(|e| panic!("viewers: {e}")),
+            edges: IntGauge::new(
+                "ferrocast_edges_reporting",
+                "Edges whose viewer reports are current.",
+            )
+            .unwrap_or_else(|e| panic!("edges: {e}")),
+            players: PlayerMetrics::new(),
+        };
+        // Both results exist from the start (a 0 is information; a missing series is not).
+        m.cmcd.with_label_values(&["ok"]);
+        m.cmcd.with_label_values(&["malformed"]);
+        m
     }
 }
 
@@ -108,6 +217,9 @@ impl Metrics {
         registry.register(Box::new(self.unplaced_frames.clone()))?;
         registry.register(Box::new(self.pdt_reanchors.clone()))?;
         registry.register(Box::new(self.cmcd.clone()))?;
+        registry.register(Box::new(self.viewers.clone()))?;
+        registry.register(Box::new(self.edges.clone()))?;
+        self.players.register(registry)?;
         registry.register(Box::new(self.http.clone()))
     }
 

@@ -60,6 +60,7 @@ extern "C" {
     fn srt_epoll_uwait(eid: c_int, fds: *mut EpollEvent, fds_size: c_int, ms_timeout: i64)
         -> c_int;
     fn srt_epoll_release(eid: c_int) -> c_int;
+    fn fc_srt_stats(u: SrtSocket, out: *mut RawStats) -> c_int;
     fn srt_setloghandler(opaque: *mut c_void, handler: Option<LogHandler>);
 }
 
@@ -496,6 +497,39 @@ pub enum Recv {
     Closed,
 }
 
+/// Mirrors `struct fc_srt_stats` in `csrc/stats.c` (our own struct, not libsrt's).
+#[repr(C)]
+#[derive(Default)]
+struct RawStats {
+    rtt_ms: f64,
+    pkt_recv_total: i64,
+    pkt_rcv_loss_total: i64,
+    pkt_rcv_retrans_total: i64,
+    pkt_rcv_drop_total: i64,
+    rcv_buf_ms: i64,
+    rcv_buf_bytes: i64,
+    recv_rate_mbps: f64,
+}
+
+/// A receiver's figures from libsrt (`srt_bstats`); the counts are since the connection began.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stats {
+    /// Round-trip time as libsrt smooths it.
+    pub rtt: std::time::Duration,
+    pub packets_received: u64,
+    /// Packets found missing (a gap in sequence numbers), whether retransmitted later or not.
+    pub packets_lost: u64,
+    /// Retransmitted packets that arrived.
+    pub packets_retransmitted: u64,
+    /// Packets given up on: too late to play, or never came.
+    pub packets_dropped: u64,
+    /// Media waiting in the receive buffer (timespan) and its size.
+    pub receive_buffer: std::time::Duration,
+    pub receive_buffer_bytes: u64,
+    /// Receive rate, bit/s.
+    pub receive_rate: f64,
+}
+
 /// An accepted SRT connection (closed on drop).
 #[derive(Debug)]
 pub struct Socket {
@@ -540,6 +574,34 @@ impl Socket {
         }
     }
 
+    /// libsrt's figures for this connection (`None` once it is gone).
+    pub fn stats(&self) -> Option<Stats> {
+        let mut raw = RawStats::default();
+        // SAFETY: `raw` is a valid, writable `struct fc_srt_stats`.
+        if unsafe { fc_srt_stats(self.sock, &mut raw) } != 0 {
+            return None;
+        }
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        let ms = |m: f64| {
+            let secs = if m.is_finite() { m / 1000.0 } else { 0.0 };
+            std::time::Duration::from_secs_f64(secs.clamp(0.0, 3600.0))
+        };
+        Some(Stats {
+            rtt: ms(raw.rtt_ms),
+            packets_received: count(raw.pkt_recv_total),
+            packets_lost: count(raw.pkt_rcv_loss_total),
+            packets_retransmitted: count(raw.pkt_rcv_retrans_total),
+            packets_dropped: count(raw.pkt_rcv_drop_total),
+            receive_buffer: ms(raw.rcv_buf_ms as f64),
+            receive_buffer_bytes: count(raw.rcv_buf_bytes),
+            receive_rate: if raw.recv_rate_mbps.is_finite() {
+                (raw.recv_rate_mbps * 1e6).max(0.0)
+            } else {
+                0.0
+            },
+        })
+    }
+
     /// Closes the connection now (also done on drop).
     pub fn close(&self) {
         // SAFETY: closing twice is harmless.
@@ -570,6 +632,13 @@ mod tests {
         let a = l.local_addr().unwrap();
         assert_eq!(a.ip(), Ipv4Addr::LOCALHOST);
         assert_ne!(a.port(), 0);
+    }
+
+    #[test]
+    fn stats_of_a_closed_socket_are_none() {
+        startup();
+        let gone = Socket { sock: -1 };
+        assert_eq!(gone.stats(), None);
     }
 
     #[test]

@@ -9,7 +9,28 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use std::time::Instant;
 
-pub(super) async fn streams(State(state): State<AppState>) -> Response {
+/// `None` when the request may read the APIs; else the 401 to send.
+fn refused(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let token = state.admin_token.as_deref()?;
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if bearer.is_some_and(|b| media::constant_time_eq(b, token)) {
+        return None;
+    }
+    let mut r = plain(StatusCode::UNAUTHORIZED, "admin token required");
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    Some(r)
+}
+
+pub(super) async fn streams(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(r) = refused(&state, &headers) {
+        return r;
+    }
     let streams: Vec<serde_json::Value> = state
         .streams
         .all()
@@ -33,6 +54,8 @@ pub(super) async fn streams(State(state): State<AppState>) -> Response {
                         "ended": w.ended(),
                         "bandwidth": w.bandwidth().map(|b| b.1),
                         "bytes_held": w.bytes_held(),
+                        "part_delay_ms": (info.part_delay_secs * 10_000.0).round() / 10.0,
+                        "parts": info.parts,
                         "timeline": {
                             "splices": info.timeline.splices,
                             "dropped_frames": info.timeline.dropped,
@@ -88,7 +111,10 @@ pub(super) async fn edge_report(
     }
 }
 
-pub(super) async fn edges(State(state): State<AppState>) -> Response {
+pub(super) async fn edges(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(r) = refused(&state, &headers) {
+        return r;
+    }
     let edges: Vec<serde_json::Value> = state
         .edges
         .healthy(Instant::now())

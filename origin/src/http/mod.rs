@@ -6,6 +6,7 @@
 //! - [`api`]: `GET /api/streams`, `GET /api/edges`, `POST /api/edges/report`
 //! - [`director`]: `GET /watch/{name}` sends a new viewer to an edge
 //! - the built-in player page, `GET /live/{name}/` ([`media::page`], shared with the edges)
+//! - the dashboard, `GET /` and `/dashboard/…` ([`crate::dashboard`])
 //!
 //! `/metrics` is not here: the binary merges its registry's route into [`router`].
 
@@ -31,6 +32,8 @@ use tokio_util::sync::CancellationToken;
 pub struct AppState {
     pub streams: Arc<Streams>,
     pub edges: Arc<crate::edges::Edges>,
+    /// When set, the read APIs (the dashboard's data) need `Authorization: Bearer` with it.
+    pub admin_token: Option<Arc<str>>,
 }
 
 pub(crate) const M3U8: &str = "application/vnd.apple.mpegurl";
@@ -55,6 +58,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/edges/report", axum::routing::post(api::edge_report))
         .route("/watch/{name}", get(director::watch))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/", get(dashboard))
+        .route("/dashboard/{file}", get(dashboard))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             count_responses,
@@ -95,6 +100,7 @@ async fn count_responses(State(state): State<AppState>, req: Request, next: Next
             }
         }
         Some("/live/{name}") | Some("/live/{name}/") | Some("/live/.player/{file}") => "page",
+        Some("/") | Some("/dashboard/{file}") => "dashboard",
         Some("/metrics") => "metrics",
         Some("/api/streams") | Some("/api/edges") => "api",
         Some("/api/edges/report") => "edge_report",
@@ -125,6 +131,13 @@ async fn count_responses(State(state): State<AppState>, req: Request, next: Next
 
 async fn player_page(uri: axum::http::Uri) -> Response {
     match media::page::serve(uri.path()) {
+        Some(r) => r.map(axum::body::Body::from),
+        None => plain(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+async fn dashboard(uri: axum::http::Uri) -> Response {
+    match crate::dashboard::serve(uri.path()) {
         Some(r) => r.map(axum::body::Body::from),
         None => plain(StatusCode::NOT_FOUND, "not found"),
     }
