@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command to test Ferrocast: installs the system packages the suite needs (Debian's FFmpeg
 # CLI and libraries, pkg-config and libclang for the FFmpeg bindings, libsrt, srt-tools, curl,
-# openssl, docker-compose for validating deploy/compose.yaml,
+# openssl, docker-compose for validating deploy/compose.yaml, python3-venv for validating
+# deploy/k8s (PyPI's kubernetes-validate),
 # Chromium for the browser test, promtool (Debian's prometheus) for checking /metrics, Node.js
 # if absent, a C toolchain) and the browser test's npm
 # packages (hls.js, Shaka Player, playwright-core; no browser download), then checks formatting, lints, and
@@ -27,6 +28,9 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 [ -x /usr/bin/chromium ] || need+=(chromium fonts-liberation)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# deploy/k8s/validate.sh makes a venv for PyPI's kubernetes-validate.
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ "${#need[@]}" -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
@@ -45,4 +49,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The deployment file, checked by a real Compose parser (no Docker engine needed).
 docker-compose -f deploy/compose.yaml config -q
 docker-compose -f deploy/compose.yaml --profile gpu config -q
+# The Kubernetes manifests, against the API schemas offline.
+deploy/k8s/validate.sh
 cargo test --workspace --locked

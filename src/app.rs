@@ -17,12 +17,15 @@ use tokio_util::sync::CancellationToken;
 /// A running origin (`ferrocast serve`).
 pub struct Origin {
     pub rtmp: SocketAddr,
+    /// The RTMPS listener, when configured.
+    pub rtmps: Option<SocketAddr>,
     pub http: SocketAddr,
     pub srt: SocketAddr,
     pub hub: Arc<ingest::Hub>,
     pub streams: Arc<origin::Streams>,
     shutdown: CancellationToken,
     rtmp_task: JoinHandle<()>,
+    rtmps_task: Option<JoinHandle<()>>,
     http_task: JoinHandle<std::io::Result<()>>,
     srt_handle: ingest::srt::SrtHandle,
 }
@@ -766,6 +769,19 @@ pub async fn start_origin(cfg: config::Config) -> anyhow::Result<Origin> {
     let rtmp = TcpListener::bind(&cfg.rtmp)
         .await
         .with_context(|| format!("binding RTMP on {}", cfg.rtmp))?;
+    let rtmps = match (&cfg.rtmps_cert, &cfg.rtmps_key) {
+        (Some(cert), Some(key)) => {
+            let c = std::fs::read(cert).with_context(|| format!("reading rtmps_cert {cert}"))?;
+            let k = std::fs::read(key).with_context(|| format!("reading rtmps_key {key}"))?;
+            let tls = media::tls::server_config(&c, &k, &[])
+                .map_err(|e| anyhow::anyhow!("RTMPS certificate and key: {e}"))?;
+            let listener = TcpListener::bind(&cfg.rtmps)
+                .await
+                .with_context(|| format!("binding RTMPS on {}", cfg.rtmps))?;
+            Some((listener, tls))
+        }
+        _ => None,
+    };
     let http = TcpListener::bind(&cfg.http)
         .await
         .with_context(|| format!("binding HTTP on {}", cfg.http))?;
@@ -789,6 +805,21 @@ pub async fn start_origin(cfg: config::Config) -> anyhow::Result<Origin> {
         cfg.rtmp_config(),
         shutdown.clone(),
     ));
+    let (rtmps_addr, rtmps_task) = match rtmps {
+        Some((listener, tls)) => {
+            let addr = listener.local_addr()?;
+            tracing::info!(rtmps_addr = %addr, "RTMPS listening");
+            let task = tokio::spawn(ingest::rtmp::run_tls(
+                listener,
+                tls,
+                Arc::clone(&hub),
+                cfg.rtmp_config(),
+                shutdown.clone(),
+            ));
+            (Some(addr), Some(task))
+        }
+        None => (None, None),
+    };
     let state = origin::http::AppState {
         streams: Arc::clone(&streams),
         edges,
@@ -798,12 +829,14 @@ pub async fn start_origin(cfg: config::Config) -> anyhow::Result<Origin> {
     let http_task = tokio::spawn(origin::http::run(http, router, shutdown.clone()));
     Ok(Origin {
         rtmp: rtmp_addr,
+        rtmps: rtmps_addr,
         http: http_addr,
         srt: srt_addr,
         hub,
         streams,
         shutdown,
         rtmp_task,
+        rtmps_task,
         http_task,
         srt_handle: srt,
     })
@@ -814,6 +847,9 @@ impl Origin {
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.rtmp_task.await;
+        if let Some(t) = self.rtmps_task {
+            let _ = t.await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.http_task).await;
         let srt = self.srt_handle;
         tokio::task::spawn_blocking(move || srt.join(Duration::from_secs(3)))

@@ -16,6 +16,11 @@ pub const DEV_KEY: &str = "ferrocast-dev-key";
 pub struct Config {
     /// RTMP listen address.
     pub rtmp: String,
+    /// RTMPS (RTMP over TLS) listen address; on only when `rtmps_cert` and `rtmps_key` are set.
+    pub rtmps: String,
+    /// PEM certificate chain and private key for RTMPS.
+    pub rtmps_cert: Option<String>,
+    pub rtmps_key: Option<String>,
     /// HTTP listen address.
     pub http: String,
     /// SRT listen address (UDP).
@@ -171,6 +176,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             rtmp: "0.0.0.0:1935".into(),
+            rtmps: "0.0.0.0:1936".into(),
+            rtmps_cert: None,
+            rtmps_key: None,
             http: "0.0.0.0:8080".into(),
             srt: "0.0.0.0:9000".into(),
             srt_latency_ms: 120,
@@ -235,6 +243,9 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.rtmps_cert.is_some() != self.rtmps_key.is_some() {
+            bail!("rtmps_cert and rtmps_key go together (RTMPS is on when both are set)");
+        }
         if !(0.1..=2.0).contains(&self.part_target()) {
             bail!("part_target must be between 0.1 and 2.0 seconds");
         }
@@ -553,6 +564,24 @@ mod tests {
         let c: Config = toml::from_str(include_str!("../deploy/origin.toml")).unwrap();
         c.validate().unwrap();
         assert!(!c.streams.is_empty());
+    }
+
+    #[test]
+    fn the_deployment_configs_parse_and_validate() {
+        for (what, text) in [
+            ("compose", include_str!("../deploy/origin.compose.toml")),
+            ("k8s", include_str!("../deploy/k8s/origin.toml")),
+        ] {
+            let c: Config = toml::from_str(text).unwrap_or_else(|e| panic!("{what}: {e}"));
+            c.validate().unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
+        for (what, text) in [
+            ("compose", include_str!("../deploy/edge.compose.toml")),
+            ("k8s", include_str!("../deploy/k8s/edge.toml")),
+        ] {
+            let c: EdgeFileConfig = toml::from_str(text).unwrap_or_else(|e| panic!("{what}: {e}"));
+            c.validate().unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
     }
 
     #[test]

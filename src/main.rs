@@ -27,6 +27,10 @@ enum Command {
         /// RTMP listen address [default: 0.0.0.0:1935].
         #[arg(long)]
         rtmp: Option<String>,
+        /// RTMPS listen address [default: 0.0.0.0:1936]; RTMPS is on when the config sets
+        /// `rtmps_cert` and `rtmps_key`.
+        #[arg(long)]
+        rtmps: Option<String>,
         /// HTTP listen address [default: 0.0.0.0:8080].
         #[arg(long)]
         http: Option<String>,
@@ -69,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve {
             config,
             rtmp,
+            rtmps,
             http,
             srt,
             transcoder,
@@ -80,11 +85,22 @@ fn main() -> anyhow::Result<()> {
             if let Some(a) = rtmp {
                 cfg.rtmp = a;
             }
+            if let Some(a) = rtmps {
+                cfg.rtmps = a;
+            }
             if let Some(a) = http {
                 cfg.http = a;
             }
             if let Some(a) = srt {
                 cfg.srt = a;
+            }
+            // Secrets from the environment (Kubernetes secretKeyRef, Docker secrets) win
+            // over the file.
+            if let Some(t) = secret_env("FERROCAST_EDGE_TOKEN") {
+                cfg.edge_token = Some(t);
+            }
+            if let Some(t) = secret_env("FERROCAST_ADMIN_TOKEN") {
+                cfg.admin_token = Some(t);
             }
             if let Some(t) = transcoder {
                 // Asking for an encoder asks for transcoding: without `[transcode]`, the
@@ -105,6 +121,12 @@ fn main() -> anyhow::Result<()> {
                 Some(path) => config::EdgeFileConfig::load(path)?,
                 None => config::EdgeFileConfig::default(),
             };
+            if let Some(t) = secret_env("FERROCAST_EDGE_TOKEN") {
+                cfg.token = Some(t);
+            }
+            if let Some(id) = secret_env("FERROCAST_EDGE_ID") {
+                cfg.id = Some(id);
+            }
             if let Some(o) = origin {
                 cfg.origin = Some(o);
             }
@@ -115,6 +137,14 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(run_edge(cfg))
         }
     }
+}
+
+/// A non-empty environment variable, trimmed (a mounted secret often ends in a newline).
+fn secret_env(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 async fn run_edge(cfg: config::EdgeFileConfig) -> anyhow::Result<()> {
@@ -130,8 +160,12 @@ async fn run_edge(cfg: config::EdgeFileConfig) -> anyhow::Result<()> {
 async fn serve(cfg: config::Config) -> anyhow::Result<()> {
     let origin = app::start_origin(cfg).await?;
     // One machine-readable line on stdout, for scripts and tests that bind port 0.
+    let rtmps = origin
+        .rtmps
+        .map(|a| format!(" rtmps={a}"))
+        .unwrap_or_default();
     println!(
-        "ferrocast listening rtmp={} http={} srt={}",
+        "ferrocast listening rtmp={} http={} srt={}{rtmps}",
         origin.rtmp, origin.http, origin.srt
     );
     shutdown_signal().await;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{hls, Cluster, Publisher, Source};
+use common::{hls, Cluster, Publisher, Server, Source};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -454,4 +454,59 @@ fn every_family_is_on_metrics_with_plausible_values_and_the_session_id_reaches_t
         eprintln!("grafana: {} queries over {} metric names", exprs.len(), referred.len());
     });
     drop(cluster);
+}
+
+/// With `admin_token`, the read APIs refuse requests without it (401 with `WWW-Authenticate`)
+/// and accept the Bearer token; `FERROCAST_ADMIN_TOKEN` in the environment overrides the file
+/// (how Kubernetes hands the Secret over); playback and `/metrics` stay open; the dashboard
+/// page itself loads (it holds no data).
+#[test]
+fn the_admin_token_guards_the_read_apis_and_the_environment_overrides_the_file() {
+    let server = Server::start_with_env(
+        &common::config("admin_token = \"from-the-file-0123\""),
+        &[("FERROCAST_ADMIN_TOKEN", "from-the-environment-0123\n")],
+    );
+    let rt = common::runtime();
+    rt.block_on(async {
+        let c = hls::client();
+        let base = server.base();
+        for path in ["/api/streams", "/api/edges"] {
+            let url = format!("{base}{path}");
+            let r = c.get(&url).send().await.unwrap();
+            assert_eq!(r.status(), 401, "{path} without a token");
+            assert_eq!(r.headers()["www-authenticate"], "Bearer");
+            let r = c
+                .get(&url)
+                .bearer_auth("from-the-file-0123")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status(),
+                401,
+                "{path}: the environment's token wins over the file's"
+            );
+            let r = c
+                .get(&url)
+                .bearer_auth("from-the-environment-0123")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{path} with the token");
+        }
+        for (path, status) in [
+            ("/", 200),
+            ("/dashboard/dashboard.js", 200),
+            ("/metrics", 200),
+            ("/live/cam/index.m3u8", 404),
+            ("/healthz", 200),
+        ] {
+            let (s, _) = hls::get_text(&c, &format!("{base}{path}")).await;
+            assert_eq!(s, status, "{path}");
+        }
+    });
+    assert!(
+        !server.log().contains("from-the-environment-0123"),
+        "a token in the log"
+    );
 }

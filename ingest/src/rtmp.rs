@@ -18,7 +18,7 @@ use rml_rtmp::sessions::{
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +63,8 @@ pub enum ConnError {
     Idle(Duration),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("TLS handshake failed (a plain RTMP client on the RTMPS port?): {0}")]
+    Tls(std::io::Error),
     #[error("rtmp session: {0}")]
     Session(String),
     #[error("refused connect to app {0:?}")]
@@ -82,6 +84,30 @@ pub enum ConnError {
 /// Accepts RTMP connections until `shutdown` fires.
 pub async fn run(
     listener: TcpListener,
+    hub: Arc<Hub>,
+    config: RtmpConfig,
+    shutdown: CancellationToken,
+) {
+    accept(listener, None, hub, config, shutdown).await
+}
+
+/// Accepts RTMPS connections (RTMP inside TLS, what OBS calls `rtmps://`) until `shutdown`
+/// fires: the same session, authorization and limits as RTMP once TLS is up. A client that
+/// does not speak TLS (plain RTMP on this port) fails the TLS handshake and is closed.
+pub async fn run_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    hub: Arc<Hub>,
+    config: RtmpConfig,
+    shutdown: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    accept(listener, Some(acceptor), hub, config, shutdown).await
+}
+
+async fn accept(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     hub: Arc<Hub>,
     config: RtmpConfig,
     shutdown: CancellationToken,
@@ -108,12 +134,20 @@ pub async fn run(
         let hub = Arc::clone(&hub);
         let config = Arc::clone(&config);
         let shutdown = shutdown.clone();
-        let span = tracing::info_span!("rtmp", %peer, stream = tracing::field::Empty, session = tracing::field::Empty);
+        let tls = tls.clone();
+        let span = match tls {
+            Some(_) => {
+                tracing::info_span!("rtmps", %peer, stream = tracing::field::Empty, session = tracing::field::Empty)
+            }
+            None => {
+                tracing::info_span!("rtmp", %peer, stream = tracing::field::Empty, session = tracing::field::Empty)
+            }
+        };
         tokio::spawn(
             async move {
                 let _permit = permit;
                 let result = tokio::select! {
-                    r = serve(socket, peer, &hub, &config) => r,
+                    r = connection(socket, tls, peer, &hub, &config) => r,
                     _ = shutdown.cancelled() => Ok(()),
                 };
                 match result {
@@ -126,8 +160,27 @@ pub async fn run(
     }
 }
 
-async fn serve(
-    mut socket: TcpStream,
+/// One connection: TLS first when this is the RTMPS listener, then the RTMP session.
+async fn connection(
+    socket: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    peer: SocketAddr,
+    hub: &Arc<Hub>,
+    config: &RtmpConfig,
+) -> Result<(), ConnError> {
+    let Some(acceptor) = tls else {
+        return serve(socket, Protocol::Rtmp, peer, hub, config).await;
+    };
+    let stream = tokio::time::timeout(config.handshake_timeout, acceptor.accept(socket))
+        .await
+        .map_err(|_| ConnError::HandshakeTimeout(config.handshake_timeout))?
+        .map_err(ConnError::Tls)?;
+    serve(stream, Protocol::Rtmps, peer, hub, config).await
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: S,
+    protocol: Protocol,
     peer: SocketAddr,
     hub: &Arc<Hub>,
     config: &RtmpConfig,
@@ -146,6 +199,7 @@ async fn serve(
         counters: None,
         hub,
         peer,
+        protocol,
         config,
         received: 0,
     };
@@ -177,7 +231,9 @@ async fn serve(
     }
 }
 
-async fn handshake(socket: &mut TcpStream) -> Result<Vec<u8>, ConnError> {
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut S,
+) -> Result<Vec<u8>, ConnError> {
     let mut hs = Handshake::new(PeerType::Server);
     let mut buf = [0u8; 4096];
     loop {
@@ -213,6 +269,7 @@ struct Conn<'a> {
     counters: Option<IngestCounters>,
     hub: &'a Arc<Hub>,
     peer: SocketAddr,
+    protocol: Protocol,
     config: &'a RtmpConfig,
     received: u64,
 }
@@ -278,7 +335,7 @@ impl Conn<'_> {
             } => {
                 // OBS and ffmpeg may append a query string to the key.
                 let key = stream_key.split('?').next().unwrap_or_default();
-                match self.hub.publish(key, self.peer, Protocol::Rtmp) {
+                match self.hub.publish(key, self.peer, self.protocol) {
                     Ok(p) => {
                         let span = tracing::Span::current();
                         span.record("stream", tracing::field::display(p.name()));

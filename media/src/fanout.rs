@@ -28,6 +28,8 @@ use tokio::sync::Notify;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Rtmp,
+    /// RTMP inside TLS.
+    Rtmps,
     Srt,
     /// Produced inside Ferrocast (a transcoded rung).
     Internal,
@@ -37,6 +39,7 @@ impl Protocol {
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Rtmp => "rtmp",
+            Protocol::Rtmps => "rtmps",
             Protocol::Srt => "srt",
             Protocol::Internal => "internal",
         }

@@ -18,6 +18,7 @@ pub mod fanout;
 pub mod http;
 pub mod page;
 mod time;
+pub mod tls;
 pub mod viewers;
 
 pub use aac::AacConfig;

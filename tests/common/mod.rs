@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 pub struct Server {
     child: Child,
     pub rtmp: SocketAddr,
+    /// Where RTMPS listens, when the config turns it on.
+    pub rtmps: Option<SocketAddr>,
     pub http: SocketAddr,
     pub srt: SocketAddr,
     pub dir: tempfile::TempDir,
@@ -26,6 +28,11 @@ pub struct Server {
 impl Server {
     /// Starts the server with `config` (TOML; listen addresses are forced to 127.0.0.1:0).
     pub fn start(config: &str) -> Server {
+        Server::start_with_env(config, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("ferrocast.toml");
         std::fs::write(&cfg, config).unwrap();
@@ -36,6 +43,8 @@ impl Server {
             .args([
                 "--rtmp",
                 "127.0.0.1:0",
+                "--rtmps",
+                "127.0.0.1:0",
                 "--http",
                 "127.0.0.1:0",
                 "--srt",
@@ -43,6 +52,7 @@ impl Server {
             ])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -64,8 +74,13 @@ impl Server {
                 .parse()
                 .unwrap()
         };
+        let rtmps = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("rtmps="))
+            .map(|a| a.parse().unwrap());
         Server {
             rtmp: field("rtmp="),
+            rtmps,
             http: field("http="),
             srt: field("srt="),
             child,
