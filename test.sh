@@ -51,6 +51,6 @@ docker-compose -f deploy/compose.yaml config -q
 docker-compose -f deploy/compose.yaml --profile gpu config -q
 # The Kubernetes manifests, against the API schemas offline.
 deploy/k8s/validate.sh
-# Unit and doc tests, then the integration tests in two lanes side by side, the browser tests
-# alone (tests/lanes.py says why; `tests/lanes.py --serial` runs them one at a time).
+# Unit and doc tests, then the integration tests in two lanes side by side, the transcode and
+# browser tests alone (tests/lanes.py says why; `tests/lanes.py --serial`: one at a time).
 python3 tests/lanes.py
