@@ -717,7 +717,7 @@ fn refresh_audience(
 /// Starts the origin with a validated config. Call from within the tokio runtime.
 pub async fn start_origin(cfg: config::Config) -> anyhow::Result<Origin> {
     let keys = cfg.stream_keys()?;
-    if cfg.streams.is_empty() {
+    if cfg.streams.is_empty() && cfg.publish_hook.is_none() {
         tracing::warn!(
             stream = config::DEV_STREAM,
             key = config::DEV_KEY,
@@ -744,6 +744,22 @@ pub async fn start_origin(cfg: config::Config) -> anyhow::Result<Origin> {
         move |new| wire_stream(&streams, &copies, plan.as_ref(), new)
     };
     let hub = ingest::Hub::new(keys, cfg.grace_period(), on_new);
+    if let Some(url) = &cfg.publish_hook {
+        let timeout = Duration::from_secs_f64(cfg.publish_hook_timeout);
+        let hook = crate::hook::HttpHook::new(url, timeout)?;
+        hub.set_publish_hook(ingest::admission::Gate::new(
+            Arc::new(hook),
+            ingest::admission::GateConfig {
+                timeout,
+                cache: Duration::from_secs_f64(cfg.publish_hook_cache),
+                max_in_flight: cfg.publish_hook_max_in_flight,
+            },
+        ));
+        tracing::info!(
+            timeout_secs = cfg.publish_hook_timeout,
+            "publish hook on: keys no [[streams]] entry knows are authorized by it"
+        );
+    }
     let mut metrics = Metrics::new();
     register("origin", origin_metrics.register(metrics.registry()))?;
     register("ingest", hub.metrics.register(metrics.registry()))?;

@@ -51,6 +51,14 @@ pub struct Config {
     pub ended_linger: f64,
     /// Shared secret edges send with their viewer reports (`Authorization: Bearer …`).
     pub edge_token: Option<String>,
+    /// URL POSTed before a publish with a key no `[[streams]]` entry knows (see `src/hook.rs`).
+    pub publish_hook: Option<String>,
+    /// Seconds the publish hook may take before the publish is refused.
+    pub publish_hook_timeout: f64,
+    /// Seconds a hook's answer for a key is reused (0: ask every time).
+    pub publish_hook_cache: f64,
+    /// Hook questions in flight at once; a publish beyond them is refused.
+    pub publish_hook_max_in_flight: usize,
     /// Secret for the dashboard's data (`GET /api/streams`, `GET /api/edges`: `Authorization:
     /// Bearer …`; the dashboard page asks for it). Absent: those are open.
     pub admin_token: Option<String>,
@@ -194,6 +202,10 @@ impl Default for Config {
             ended_linger: 60.0,
             edge_token: None,
             admin_token: None,
+            publish_hook: None,
+            publish_hook_timeout: 2.0,
+            publish_hook_cache: 5.0,
+            publish_hook_max_in_flight: 8,
             viewer_window: 15.0,
             copy_renditions: Vec::new(),
             transcode: None,
@@ -243,6 +255,20 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.publish_hook {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("publish_hook must be an http:// or https:// URL");
+            }
+        }
+        if !(0.05..=60.0).contains(&self.publish_hook_timeout) {
+            bail!("publish_hook_timeout must be between 0.05 and 60 seconds");
+        }
+        if !(0.0..=3600.0).contains(&self.publish_hook_cache) {
+            bail!("publish_hook_cache must be between 0 and 3600 seconds");
+        }
+        if !(1..=10_000).contains(&self.publish_hook_max_in_flight) {
+            bail!("publish_hook_max_in_flight must be between 1 and 10000");
+        }
         if self.rtmps_cert.is_some() != self.rtmps_key.is_some() {
             bail!("rtmps_cert and rtmps_key go together (RTMPS is on when both are set)");
         }
@@ -352,8 +378,9 @@ impl Config {
         Ok(())
     }
 
+    /// The configured keys; with none and no publish hook, the development key.
     pub fn stream_keys(&self) -> anyhow::Result<Vec<(StreamName, StreamKey)>> {
-        if self.streams.is_empty() {
+        if self.streams.is_empty() && self.publish_hook.is_none() {
             let name = StreamName::new(DEV_STREAM).context("dev stream name")?;
             return Ok(vec![(name, StreamKey::new(DEV_KEY))]);
         }

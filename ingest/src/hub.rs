@@ -40,6 +40,8 @@ type OnNewStream = Box<dyn Fn(NewStream) + Send + Sync>;
 /// The registry of live streams.
 pub struct Hub {
     keys: HashMap<String, (StreamName, StreamKey)>,
+    /// The publish hook, asked for keys `keys` does not know.
+    gate: std::sync::OnceLock<Arc<crate::admission::Gate>>,
     grace: Duration,
     streams: Mutex<HashMap<StreamName, Entry>>,
     on_new: OnNewStream,
@@ -70,10 +72,62 @@ impl Hub {
                 .map(|(name, key)| (key.expose().to_owned(), (name, key)))
                 .collect(),
             grace,
+            gate: std::sync::OnceLock::new(),
             streams: Mutex::new(HashMap::new()),
             on_new: Box::new(on_new),
             metrics: IngestMetrics::default(),
         })
+    }
+
+    /// Asks `gate` (the publish hook) about keys no `[[streams]]` entry knows. Set once.
+    pub fn set_publish_hook(&self, gate: crate::admission::Gate) {
+        let _ = self.gate.set(Arc::new(gate));
+    }
+
+    /// Whether a publish hook decides about unknown keys.
+    pub fn has_publish_hook(&self) -> bool {
+        self.gate.get().is_some()
+    }
+
+    /// Decides whether a publish with `key` may go on, and as which stream: a configured key
+    /// first, else the publish hook. `Err` says why not (never the key). Counted as refused.
+    pub async fn admit(
+        &self,
+        app: &str,
+        key: &str,
+        protocol: Protocol,
+        peer: SocketAddr,
+    ) -> Result<Admitted, String> {
+        let session = SessionId::generate();
+        if let Some(name) = self.authorize(key) {
+            return Ok(Admitted {
+                name,
+                session,
+                hooked: false,
+            });
+        }
+        let Some(gate) = self.gate.get() else {
+            self.metrics.refused();
+            return Err("unknown stream key".into());
+        };
+        let a = crate::admission::Admission {
+            app: app.to_owned(),
+            key: key.to_owned(),
+            protocol,
+            peer,
+            session,
+        };
+        match gate.authorize(a, std::time::Instant::now()).await {
+            Ok(name) => Ok(Admitted {
+                name,
+                session,
+                hooked: true,
+            }),
+            Err(why) => {
+                self.metrics.refused();
+                Err(format!("the publish hook refused: {why}"))
+            }
+        }
     }
 
     /// Looks up the stream a key publishes to (constant-time per candidate).
@@ -135,13 +189,33 @@ impl Hub {
             self.metrics.refused();
             return Err(PublishError::UnknownKey);
         };
+        let admitted = Admitted {
+            name,
+            session: SessionId::generate(),
+            hooked: false,
+        };
+        Ok(self.publish_admitted(admitted, peer, protocol))
+    }
+
+    /// Starts publishing what [`Hub::admit`] let in.
+    pub fn publish_admitted(
+        self: &Arc<Self>,
+        admitted: Admitted,
+        peer: SocketAddr,
+        protocol: Protocol,
+    ) -> Publisher {
+        let Admitted {
+            name,
+            session: new_session,
+            hooked,
+        } = admitted;
         let cancel = CancellationToken::new();
         let mut created = None;
         let (session, fanout, generation, uplink) = {
             let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
             let entry = streams.entry(name.clone()).or_insert_with(|| {
                 let fanout = Fanout::new(name.as_str(), STREAM_QUEUE, self.metrics.fanout.clone());
-                let session = SessionId::generate();
+                let session = new_session;
                 created = Some(NewStream {
                     name: name.clone(),
                     session,
@@ -191,9 +265,12 @@ impl Hub {
             fanout,
             cancel,
             uplink,
+            peer,
+            protocol,
+            hooked,
         };
         publisher.send(StreamEventKind::PublisherStarted { peer, protocol });
-        Ok(publisher)
+        publisher
     }
 
     fn publisher_gone(self: &Arc<Self>, name: &StreamName, generation: u64) {
@@ -230,6 +307,15 @@ impl Hub {
     }
 }
 
+/// What [`Hub::admit`] decided: the public stream, the session id a new stream gets, and
+/// whether the publish hook let it in (it then hears when the publisher goes).
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub name: StreamName,
+    pub session: SessionId,
+    pub hooked: bool,
+}
+
 /// One publisher's right to feed a stream. Dropping it (connection closed) starts the grace
 /// period; a takeover cancels [`Publisher::cancelled`].
 pub struct Publisher {
@@ -240,6 +326,9 @@ pub struct Publisher {
     fanout: Arc<Fanout>,
     cancel: CancellationToken,
     uplink: Arc<Mutex<crate::uplink::Uplink>>,
+    peer: SocketAddr,
+    protocol: Protocol,
+    hooked: bool,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -300,6 +389,16 @@ impl Drop for Publisher {
     fn drop(&mut self) {
         self.send(StreamEventKind::PublisherGone);
         self.hub.publisher_gone(&self.name, self.generation);
+        if self.hooked {
+            if let Some(gate) = self.hub.gate.get() {
+                gate.unpublished(crate::admission::Unpublished {
+                    name: self.name.clone(),
+                    protocol: self.protocol,
+                    peer: self.peer,
+                    session: self.session,
+                });
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! [`media::fanout::Fanout`] that the binary subscribes consumers to; ingest does not package,
 //! transcode or serve media, and knows none of the stages after it.
 
+pub mod admission;
 pub mod flv;
 pub mod hub;
 pub mod metrics;
@@ -13,5 +14,5 @@ pub mod srt;
 pub mod ts;
 pub mod uplink;
 
-pub use hub::{Hub, NewStream, PublishError, Publisher};
+pub use hub::{Admitted, Hub, NewStream, PublishError, Publisher};
 pub use metrics::IngestMetrics;

@@ -69,8 +69,8 @@ pub enum ConnError {
     Session(String),
     #[error("refused connect to app {0:?}")]
     WrongApp(String),
-    #[error("refused publish: unknown stream key")]
-    UnknownKey,
+    #[error("refused publish: {0}")]
+    Refused(String),
     #[error("refused play request: playback is HLS only")]
     Play,
     #[error("sent {0} bytes without publishing")]
@@ -202,6 +202,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         protocol,
         config,
         received: 0,
+        pending: None,
     };
     conn.results(initial)?;
     let mut buf = vec![0u8; 64 * 1024];
@@ -214,6 +215,13 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             socket.write_all(&conn.out).await?;
             conn.out.clear();
             step?;
+            if let Some(p) = conn.pending.take() {
+                let decision = hub.admit(&p.app, &p.key, protocol, peer).await;
+                let step = conn.decide(p.request_id, decision);
+                socket.write_all(&conn.out).await?;
+                conn.out.clear();
+                step?;
+            }
             if let Some(p) = &conn.publisher {
                 cancelled = p.cancelled();
             }
@@ -272,6 +280,15 @@ struct Conn<'a> {
     protocol: Protocol,
     config: &'a RtmpConfig,
     received: u64,
+    /// A publish request waiting for its authorization.
+    pending: Option<PendingPublish>,
+}
+
+/// A publish request the driver must authorize before the session answers it.
+struct PendingPublish {
+    request_id: u32,
+    app: String,
+    key: String,
 }
 
 impl Conn<'_> {
@@ -304,6 +321,40 @@ impl Conn<'_> {
         Ok(())
     }
 
+    /// Answers the pending publish request with what [`Hub::admit`] decided.
+    fn decide(
+        &mut self,
+        request_id: u32,
+        decision: Result<crate::hub::Admitted, String>,
+    ) -> Result<(), ConnError> {
+        match decision {
+            Ok(admitted) => {
+                let p = self
+                    .hub
+                    .publish_admitted(admitted, self.peer, self.protocol);
+                let span = tracing::Span::current();
+                span.record("stream", tracing::field::display(p.name()));
+                span.record("session", tracing::field::display(p.session()));
+                info!(generation = p.generation(), "publish accepted");
+                self.counters = Some(self.hub.metrics.counters(p.name()));
+                self.publisher = Some(p);
+                let r = self
+                    .session
+                    .accept_request(request_id)
+                    .map_err(|e| ConnError::Session(e.to_string()))?;
+                self.results(r)
+            }
+            Err(why) => {
+                let r = self
+                    .session
+                    .reject_request(request_id, "NetStream.Publish.BadName", &why)
+                    .map_err(|e| ConnError::Session(e.to_string()))?;
+                self.results(r)?;
+                Err(ConnError::Refused(why))
+            }
+        }
+    }
+
     fn event(&mut self, ev: ServerSessionEvent) -> Result<(), ConnError> {
         match ev {
             ServerSessionEvent::ConnectionRequested {
@@ -330,38 +381,18 @@ impl Conn<'_> {
             }
             ServerSessionEvent::PublishStreamRequested {
                 request_id,
+                app_name,
                 stream_key,
                 ..
             } => {
-                // OBS and ffmpeg may append a query string to the key.
+                // OBS and ffmpeg may append a query string to the key. The driver decides
+                // (a configured key, else the publish hook) and answers with `decide`.
                 let key = stream_key.split('?').next().unwrap_or_default();
-                match self.hub.publish(key, self.peer, self.protocol) {
-                    Ok(p) => {
-                        let span = tracing::Span::current();
-                        span.record("stream", tracing::field::display(p.name()));
-                        span.record("session", tracing::field::display(p.session()));
-                        info!(generation = p.generation(), "publish accepted");
-                        self.counters = Some(self.hub.metrics.counters(p.name()));
-                        self.publisher = Some(p);
-                        let r = self
-                            .session
-                            .accept_request(request_id)
-                            .map_err(|e| ConnError::Session(e.to_string()))?;
-                        self.results(r)?;
-                    }
-                    Err(_) => {
-                        let r = self
-                            .session
-                            .reject_request(
-                                request_id,
-                                "NetStream.Publish.BadName",
-                                "unknown stream key",
-                            )
-                            .map_err(|e| ConnError::Session(e.to_string()))?;
-                        self.results(r)?;
-                        return Err(ConnError::UnknownKey);
-                    }
-                }
+                self.pending = Some(PendingPublish {
+                    request_id,
+                    app: app_name,
+                    key: key.to_owned(),
+                });
             }
             ServerSessionEvent::PlayStreamRequested { request_id, .. } => {
                 let r = self

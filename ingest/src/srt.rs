@@ -183,6 +183,9 @@ pub fn start(
             };
             match hub.authorize(key) {
                 Some(name) => Access::Accept(config.stream_passphrases.get(&name).cloned()),
+                // The publish hook decides once the connection is up (it may take a while;
+                // this callback holds libsrt's handshake thread).
+                None if hub.has_publish_hook() => Access::Accept(None),
                 None => {
                     warn!(%peer, "srt handshake refused: unknown stream key");
                     hub.metrics.refused();
@@ -254,8 +257,8 @@ pub fn start(
 pub enum SrtConnError {
     #[error("refused: {0}")]
     StreamId(#[from] StreamIdError),
-    #[error("refused publish: unknown stream key")]
-    UnknownKey,
+    #[error("refused publish: {0}")]
+    Refused(String),
     #[error("bad media: {0}")]
     Media(#[from] crate::ts::TsError),
     #[error("no data for {0:?}")]
@@ -272,9 +275,17 @@ fn serve(
     let stream_id = socket.stream_id();
     let key = parse_stream_id(&stream_id)?;
     let peer_addr = peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let mut publisher = hub
-        .publish(key, peer_addr, Protocol::Srt)
-        .map_err(|_| SrtConnError::UnknownKey)?;
+    let decision = tokio::runtime::Handle::current().block_on(hub.admit(
+        "live",
+        key,
+        Protocol::Srt,
+        peer_addr,
+    ));
+    let mut publisher = hub.publish_admitted(
+        decision.map_err(SrtConnError::Refused)?,
+        peer_addr,
+        Protocol::Srt,
+    );
     let span = tracing::Span::current();
     span.record("stream", tracing::field::display(publisher.name()));
     span.record("session", tracing::field::display(publisher.session()));
