@@ -744,6 +744,10 @@ pub async fn start_origin(cfg: config::Config) -> anyhow::Result<Origin> {
         move |new| wire_stream(&streams, &copies, plan.as_ref(), new)
     };
     let hub = ingest::Hub::new(keys, cfg.grace_period(), on_new);
+    hub.set_limits(ingest::PublishLimits {
+        total: cfg.max_publishers,
+        per_ip: cfg.max_publishers_per_ip,
+    });
     if let Some(url) = &cfg.publish_hook {
         let timeout = Duration::from_secs_f64(cfg.publish_hook_timeout);
         let hook = crate::hook::HttpHook::new(url, timeout)?;

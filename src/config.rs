@@ -51,6 +51,9 @@ pub struct Config {
     pub ended_linger: f64,
     /// Shared secret edges send with their viewer reports (`Authorization: Bearer …`).
     pub edge_token: Option<String>,
+    /// Publishers at once, in total and from one IP address (a takeover replaces, not adds).
+    pub max_publishers: usize,
+    pub max_publishers_per_ip: usize,
     /// URL POSTed before a publish with a key no `[[streams]]` entry knows (see `src/hook.rs`).
     pub publish_hook: Option<String>,
     /// Seconds the publish hook may take before the publish is refused.
@@ -202,6 +205,8 @@ impl Default for Config {
             ended_linger: 60.0,
             edge_token: None,
             admin_token: None,
+            max_publishers: 256,
+            max_publishers_per_ip: 16,
             publish_hook: None,
             publish_hook_timeout: 2.0,
             publish_hook_cache: 5.0,
@@ -265,6 +270,11 @@ impl Config {
         }
         if !(0.0..=3600.0).contains(&self.publish_hook_cache) {
             bail!("publish_hook_cache must be between 0 and 3600 seconds");
+        }
+        if !(1..=100_000).contains(&self.max_publishers)
+            || !(1..=100_000).contains(&self.max_publishers_per_ip)
+        {
+            bail!("max_publishers and max_publishers_per_ip must be between 1 and 100000");
         }
         if !(1..=10_000).contains(&self.publish_hook_max_in_flight) {
             bail!("publish_hook_max_in_flight must be between 1 and 10000");

@@ -251,3 +251,48 @@ fn hostile_barrage_does_not_disturb_a_live_stream() {
     assert!(rss < 200 * 1024, "server RSS {rss} KiB after the barrage");
     assert!(!s.log().contains("panicked"), "a task panicked");
 }
+
+/// Publisher limits: with `max_publishers_per_ip = 1` a second stream from the same address is
+/// refused with the reason while the first plays on, and a takeover of the first (same key,
+/// same address) is not a second publisher; with `max_publishers = 1` the same holds for the
+/// total.
+#[test]
+fn publishers_over_the_per_address_or_total_limit_are_refused_and_the_first_plays_on() {
+    for (limit, why) in [
+        (
+            "max_publishers_per_ip = 1",
+            "too many publishers from 127.0.0.1",
+        ),
+        ("max_publishers = 1", "publisher limit reached"),
+    ] {
+        let server = Server::start(&common::config(&format!("grace_period = 1.0\n{limit}")));
+        let _first = Publisher::rtmp(&server.rtmp_url(common::KEY), &Source::small(12.0));
+        let rt = common::runtime();
+        let c = hls::client();
+        rt.block_on(hls::wait_stream(&c, &server.base(), "cam"));
+        let (ok, said) =
+            Publisher::rtmp(&server.rtmp_url(common::KEY2), &Source::small(3.0)).wait();
+        assert!(!ok, "{limit}: the second stream must be refused: {said}");
+        assert!(
+            server.wait_log(why, Duration::from_secs(5)),
+            "{limit}: {}",
+            server.log()
+        );
+        // The first stream goes on; taking it over is not a second publisher.
+        let takeover = Publisher::rtmp(&server.rtmp_url(common::KEY), &Source::small(6.0));
+        assert!(
+            server.wait_log("taken over by a new publisher", Duration::from_secs(10)),
+            "{limit}: the takeover was not accepted: {}",
+            server.log()
+        );
+        let followed = rt.block_on(hls::follow(
+            &c,
+            &format!("{}/live/cam/source/index.m3u8", server.base()),
+            Duration::from_secs(3),
+        ));
+        assert!(followed.errors.is_empty(), "{limit}: {:?}", followed.errors);
+        assert!(!followed.parts.is_empty(), "{limit}: the stream stopped");
+        let (ok, said) = takeover.wait();
+        assert!(ok, "{limit}: {said}");
+    }
+}

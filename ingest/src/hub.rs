@@ -20,6 +20,23 @@ use tokio_util::sync::CancellationToken;
 /// Room per consumer in a stream's fan-out: about 4 s of 30 fps video plus audio.
 pub const STREAM_QUEUE: usize = 512;
 
+/// How many publishers may publish at once, in total and from one IP address. A publish that
+/// takes over (or reconnects to) a stream replaces its publisher and is not counted twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishLimits {
+    pub total: usize,
+    pub per_ip: usize,
+}
+
+impl Default for PublishLimits {
+    fn default() -> Self {
+        PublishLimits {
+            total: 256,
+            per_ip: 16,
+        }
+    }
+}
+
 /// Handed to the binary when a stream is created: it subscribes the stream's consumers.
 #[derive(Debug)]
 pub struct NewStream {
@@ -42,6 +59,7 @@ pub struct Hub {
     keys: HashMap<String, (StreamName, StreamKey)>,
     /// The publish hook, asked for keys `keys` does not know.
     gate: std::sync::OnceLock<Arc<crate::admission::Gate>>,
+    limits: std::sync::OnceLock<PublishLimits>,
     grace: Duration,
     streams: Mutex<HashMap<StreamName, Entry>>,
     on_new: OnNewStream,
@@ -54,6 +72,8 @@ struct Entry {
     generation: u64,
     /// Cancels the current publisher's connection (takeover).
     current: Option<CancellationToken>,
+    /// Where the current publisher connects from (for the per-address limit).
+    current_ip: Option<std::net::IpAddr>,
     /// The current publisher's uplink health.
     uplink: Arc<Mutex<crate::uplink::Uplink>>,
 }
@@ -73,6 +93,7 @@ impl Hub {
                 .collect(),
             grace,
             gate: std::sync::OnceLock::new(),
+            limits: std::sync::OnceLock::new(),
             streams: Mutex::new(HashMap::new()),
             on_new: Box::new(on_new),
             metrics: IngestMetrics::default(),
@@ -89,9 +110,56 @@ impl Hub {
         self.gate.get().is_some()
     }
 
+    /// Sets the publisher limits (default [`PublishLimits::default`]). Set once.
+    pub fn set_limits(&self, limits: PublishLimits) {
+        let _ = self.limits.set(limits);
+    }
+
+    /// Why one more publisher from `ip` to `name` is over a limit, if it is.
+    fn over_limit(&self, name: &StreamName, ip: std::net::IpAddr) -> Option<String> {
+        let limits = self.limits.get().copied().unwrap_or_default();
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        // The stream's own publisher is replaced, not added to.
+        let others = streams
+            .iter()
+            .filter(|(n, e)| *n != name && e.current.is_some());
+        let (total, from_ip) = others.fold((0, 0), |(t, i), (_, e)| {
+            (t + 1, i + usize::from(e.current_ip == Some(ip)))
+        });
+        if total >= limits.total {
+            return Some(format!(
+                "publisher limit reached ({} publishing, max_publishers = {})",
+                total, limits.total
+            ));
+        }
+        if from_ip >= limits.per_ip {
+            return Some(format!(
+                "too many publishers from {ip} ({from_ip}, max_publishers_per_ip = {})",
+                limits.per_ip
+            ));
+        }
+        None
+    }
+
     /// Decides whether a publish with `key` may go on, and as which stream: a configured key
-    /// first, else the publish hook. `Err` says why not (never the key). Counted as refused.
+    /// first, else the publish hook; then the publisher limits. `Err` says why not (never the
+    /// key). Counted as refused.
     pub async fn admit(
+        &self,
+        app: &str,
+        key: &str,
+        protocol: Protocol,
+        peer: SocketAddr,
+    ) -> Result<Admitted, String> {
+        let admitted = self.identify(app, key, protocol, peer).await?;
+        if let Some(why) = self.over_limit(&admitted.name, peer.ip()) {
+            self.metrics.refused();
+            return Err(why);
+        }
+        Ok(admitted)
+    }
+
+    async fn identify(
         &self,
         app: &str,
         key: &str,
@@ -226,6 +294,7 @@ impl Hub {
                     fanout,
                     generation: 0,
                     current: None,
+                    current_ip: None,
                     uplink: Default::default(),
                 }
             });
@@ -242,6 +311,7 @@ impl Hub {
             // Each publisher's uplink is its own.
             entry.uplink = Default::default();
             entry.generation += 1;
+            entry.current_ip = Some(peer.ip());
             if let Some(old) = entry.current.replace(cancel.clone()) {
                 old.cancel();
                 self.metrics.takeovers.inc();
@@ -277,7 +347,10 @@ impl Hub {
         {
             let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
             match streams.get_mut(name) {
-                Some(e) if e.generation == generation => e.current = None,
+                Some(e) if e.generation == generation => {
+                    e.current = None;
+                    e.current_ip = None;
+                }
                 _ => return, // taken over already
             }
         }
@@ -449,6 +522,46 @@ mod tests {
         tokio::task::yield_now().await;
         assert_eq!(hub.live_streams().len(), 1);
         assert_eq!(seen.lock().unwrap().len(), 1, "one stream, one consumer");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn publisher_limits_count_other_streams_never_a_takeover() {
+        let hub = Hub::new(
+            [
+                (StreamName::new("demo").unwrap(), StreamKey::new("k1")),
+                (StreamName::new("two").unwrap(), StreamKey::new("k2")),
+                (StreamName::new("three").unwrap(), StreamKey::new("k3")),
+            ],
+            Duration::from_secs(1),
+            |_| {},
+        );
+        hub.set_limits(PublishLimits {
+            total: 2,
+            per_ip: 1,
+        });
+        let admit = |key: &'static str, from: &'static str| {
+            let hub = Arc::clone(&hub);
+            async move {
+                hub.admit("live", key, Protocol::Rtmp, from.parse().unwrap())
+                    .await
+            }
+        };
+        let a = admit("k1", "127.0.0.1:1").await.unwrap();
+        let _p = hub.publish_admitted(a, peer(), Protocol::Rtmp);
+        let e = admit("k2", "127.0.0.1:2").await.unwrap_err();
+        assert!(e.contains("too many publishers from 127.0.0.1"), "{e}");
+        assert!(
+            admit("k1", "127.0.0.1:3").await.is_ok(),
+            "a takeover replaces"
+        );
+        let b = admit("k2", "127.0.0.2:1").await.unwrap();
+        let _q = hub.publish_admitted(b, "127.0.0.2:1".parse().unwrap(), Protocol::Rtmp);
+        let e = admit("k3", "127.0.0.3:1").await.unwrap_err();
+        assert!(e.contains("publisher limit reached"), "{e}");
+        assert!(admit("nope", "127.0.0.4:1")
+            .await
+            .unwrap_err()
+            .contains("unknown"));
     }
 
     #[tokio::test(start_paused = true)]

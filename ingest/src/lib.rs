@@ -14,5 +14,5 @@ pub mod srt;
 pub mod ts;
 pub mod uplink;
 
-pub use hub::{Admitted, Hub, NewStream, PublishError, Publisher};
+pub use hub::{Admitted, Hub, NewStream, PublishError, PublishLimits, Publisher};
 pub use metrics::IngestMetrics;
