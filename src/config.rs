@@ -47,6 +47,10 @@ pub struct Config {
     pub rtmp_handshake_timeout: f64,
     /// Seconds of silence after which an RTMP connection is closed.
     pub rtmp_idle_timeout: f64,
+    /// Largest Set Chunk Size an RTMP publisher may announce (SRS allows up to 65536).
+    pub rtmp_max_chunk_size: u32,
+    /// Largest RTMP message (one FLV tag) in bytes.
+    pub rtmp_max_message_size: u32,
     /// Seconds an ended stream's playlists (with EXT-X-ENDLIST) stay available.
     pub ended_linger: f64,
     /// Shared secret edges send with their viewer reports (`Authorization: Bearer …`).
@@ -202,6 +206,8 @@ impl Default for Config {
             window_segments: 16,
             rtmp_handshake_timeout: 10.0,
             rtmp_idle_timeout: 10.0,
+            rtmp_max_chunk_size: 65_536,
+            rtmp_max_message_size: 8 << 20,
             ended_linger: 60.0,
             edge_token: None,
             admin_token: None,
@@ -275,6 +281,12 @@ impl Config {
             || !(1..=100_000).contains(&self.max_publishers_per_ip)
         {
             bail!("max_publishers and max_publishers_per_ip must be between 1 and 100000");
+        }
+        if !(128..=0xFF_FFFF).contains(&self.rtmp_max_chunk_size) {
+            bail!("rtmp_max_chunk_size must be between 128 and 16777215");
+        }
+        if !(4096..=0xFF_FFFF).contains(&self.rtmp_max_message_size) {
+            bail!("rtmp_max_message_size must be between 4096 and 16777215");
         }
         if !(1..=10_000).contains(&self.publish_hook_max_in_flight) {
             bail!("publish_hook_max_in_flight must be between 1 and 10000");
@@ -483,6 +495,11 @@ impl Config {
         ingest::rtmp::RtmpConfig {
             handshake_timeout: secs(self.rtmp_handshake_timeout),
             idle_timeout: secs(self.rtmp_idle_timeout),
+            chunks: ingest::chunk_guard::ChunkLimits {
+                max_chunk_size: self.rtmp_max_chunk_size,
+                max_message_size: self.rtmp_max_message_size,
+                ..Default::default()
+            },
             ..Default::default()
         }
     }

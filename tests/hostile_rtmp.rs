@@ -114,7 +114,100 @@ fn truncated_or_slow_handshake_times_out() {
 fn chunk_size_of_2_pow_31_is_refused() {
     let s = server();
     assert!(run(huge_chunk_size(s.rtmp)));
-    assert!(s.wait_log("rtmp session", CLOSE), "{}", s.log());
+    assert!(
+        s.wait_log("chunk size 2147483648 is over the limit of 65536", CLOSE),
+        "{}",
+        s.log()
+    );
+}
+
+/// A Set Chunk Size one over `rtmp_max_chunk_size`.
+async fn chunk_size_over_limit(addr: SocketAddr) -> bool {
+    let mut c = Client::connect(addr).await;
+    let msg = [2u8, 0, 0, 0, 0, 0, 4, 1, 0, 0, 0, 0, 0, 1, 0, 1];
+    c.raw(&msg).await.unwrap();
+    c.closed_by_server(CLOSE).await
+}
+
+/// The 12-byte header of a `len`-byte message of `kind` on chunk stream 7, and no payload:
+/// refused at the header, before anything is allocated for it.
+async fn message_header(addr: SocketAddr, publish: Option<&str>, kind: u8, len: u32) -> bool {
+    let mut c = Client::connect(addr).await;
+    if let Some(key) = publish {
+        assert!(c.publish(key).await, "publish refused");
+    }
+    let l = len.to_be_bytes();
+    c.raw(&[7, 0, 0, 0, l[1], l[2], l[3], kind, 1, 0, 0, 0])
+        .await
+        .unwrap();
+    c.closed_by_server(CLOSE).await
+}
+
+/// `rtmp_max_chunk_size` and `rtmp_max_message_size` (and the 64 KiB message limit before a
+/// publish is accepted): each refused at the offending header with the reason logged and
+/// counted, while ffmpeg's stream beside them plays on.
+#[test]
+fn chunk_and_message_size_limits_refuse_while_a_stream_plays() {
+    let s = Server::start(&common::config(
+        "rtmp_max_chunk_size = 65536\nrtmp_max_message_size = 1048576",
+    ));
+    let _good = Publisher::rtmp(&s.rtmp_url(common::KEY), &Source::small(30.0));
+    let addr = s.rtmp;
+    let c = hls::client();
+    run(hls::wait_stream(&c, &s.base(), "cam"));
+    assert!(run(chunk_size_over_limit(addr)));
+    assert!(
+        s.wait_log("chunk size 65537 is over the limit of 65536", CLOSE),
+        "{}",
+        s.log()
+    );
+    // An AMF0 command (type 20) of 1 MiB before publishing.
+    assert!(run(message_header(addr, None, 20, 1 << 20)));
+    assert!(
+        s.wait_log("message of 1048576 bytes is over the limit of 65536", CLOSE),
+        "{}",
+        s.log()
+    );
+    // A 2 MiB video tag (type 9) once publishing.
+    assert!(run(message_header(addr, Some(common::KEY2), 9, 2 << 20)));
+    assert!(
+        s.wait_log(
+            "message of 2097152 bytes is over the limit of 1048576",
+            CLOSE
+        ),
+        "{}",
+        s.log()
+    );
+    // 1 MiB of video is within the limit: that header is not refused.
+    run(async {
+        let mut ok = Client::connect(addr).await;
+        assert!(ok.publish(common::KEY2).await);
+        let l = (1u32 << 20).to_be_bytes();
+        ok.raw(&[7, 0, 0, 0, l[1], l[2], l[3], 9, 1, 0, 0, 0])
+            .await
+            .unwrap();
+        assert!(!ok.closed_by_server(Duration::from_millis(500)).await);
+    });
+    let base = s.base();
+    run(async {
+        for (limit, want) in [("rtmp_chunk_size", 1.0), ("rtmp_message_size", 2.0)] {
+            let series = format!("ferrocast_limit_refusals_total{{limit=\"{limit}\"}}");
+            assert_eq!(
+                hls::metric(&c, &base, &series).await,
+                Some(want),
+                "{series}"
+            );
+        }
+        let followed = hls::follow(
+            &c,
+            &format!("{base}/live/cam/source/index.m3u8"),
+            Duration::from_secs(3),
+        )
+        .await;
+        assert!(followed.errors.is_empty(), "{:?}", followed.errors);
+        assert!(!followed.parts.is_empty(), "the stream beside them stopped");
+    });
+    assert!(!s.log().contains("panicked"));
 }
 
 #[test]

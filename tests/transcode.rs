@@ -492,13 +492,6 @@ async fn api_stream(c: &reqwest::Client, base: &str, name: &str) -> serde_json::
         .unwrap_or(serde_json::Value::Null)
 }
 
-/// The value of the series `series` (name and labels as rendered) on `/metrics`.
-async fn metric(c: &reqwest::Client, base: &str, series: &str) -> Option<f64> {
-    let (_, text) = hls::get_text(c, &format!("{base}/metrics")).await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-}
-
 /// A transcode budget of one rung over all streams: `other` (priority `free`) publishes first
 /// and gets its rung; `cam` (`normal`) arrives and takes the budget: `other`'s rung is shed
 /// (out of its multivariant playlist, stopped since nobody watches it), its source rendition
@@ -624,16 +617,16 @@ fn a_small_budget_sheds_the_lowest_priority_stream_first() {
             ),
             ("ferrocast_transcode_budget_rungs", 1.0),
         ] {
-            assert_eq!(metric(&c, &base, series).await, Some(want), "{series}");
+            assert_eq!(hls::metric(&c, &base, series).await, Some(want), "{series}");
         }
-        let speed = metric(
+        let speed = hls::metric(
             &c,
             &base,
             r#"ferrocast_transcode_rung_speed{rung="r120",stream="cam"}"#,
         )
         .await;
         assert!(speed.is_some_and(|s| s > 1.0), "{speed:?}");
-        let cpu = metric(
+        let cpu = hls::metric(
             &c,
             &base,
             r#"ferrocast_transcode_rung_cpu_seconds_total{rung="r120",stream="cam"}"#,

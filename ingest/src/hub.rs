@@ -10,6 +10,7 @@
 
 use crate::metrics::IngestMetrics;
 use media::fanout::{Fanout, Protocol, StreamEvent, StreamEventKind};
+use media::limits::Limit;
 use media::{CodecConfig, Frame, SessionId, StreamKey, StreamName};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -127,12 +128,14 @@ impl Hub {
             (t + 1, i + usize::from(e.current_ip == Some(ip)))
         });
         if total >= limits.total {
+            self.metrics.refusals.count(Limit::Publishers);
             return Some(format!(
                 "publisher limit reached ({} publishing, max_publishers = {})",
                 total, limits.total
             ));
         }
         if from_ip >= limits.per_ip {
+            self.metrics.refusals.count(Limit::PublishersPerIp);
             return Some(format!(
                 "too many publishers from {ip} ({from_ip}, max_publishers_per_ip = {})",
                 limits.per_ip

@@ -6,6 +6,7 @@
 //! transcode or serve media, and knows none of the stages after it.
 
 pub mod admission;
+pub mod chunk_guard;
 pub mod flv;
 pub mod hub;
 pub mod metrics;

@@ -19,6 +19,8 @@ pub struct IngestCounters {
 pub struct IngestMetrics {
     pub publishes: IntCounterVec,
     pub takeovers: IntCounter,
+    /// Refusals at a limit (shared with the origin's HTTP server).
+    pub refusals: media::limits::Refusals,
     pub bytes: IntCounterVec,
     pub frames: IntCounterVec,
     /// Consumers of every stream's fan-out (lag, frames they missed).
@@ -180,6 +182,7 @@ impl Default for IngestMetrics {
                 &["stream"],
             ),
             srt: SrtMetrics::new(),
+            refusals: media::limits::Refusals::new(),
         };
         // Both results exist from the start (a 0 is information; a missing series is not).
         m.publishes.with_label_values(&["accepted"]);
@@ -201,6 +204,7 @@ impl IngestMetrics {
         registry.register(Box::new(self.dropped_frames.clone()))?;
         registry.register(Box::new(self.reconnects.clone()))?;
         self.srt.register(registry)?;
+        self.refusals.register(registry)?;
         self.fanout.register(registry)
     }
 

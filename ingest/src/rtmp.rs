@@ -6,11 +6,13 @@
 //! is authorized. Any protocol error, a play request, or an unknown key ends the connection
 //! with one log line naming the peer (never the key).
 
+use crate::chunk_guard::{ChunkError, ChunkGuard, ChunkLimits};
 use crate::flv::{FlvDemuxer, FlvEvent};
 use crate::hub::{Hub, Publisher};
 use crate::metrics::IngestCounters;
 use bytes::Bytes;
 use media::fanout::Protocol;
+use media::limits::Limit;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
@@ -38,6 +40,8 @@ pub struct RtmpConfig {
     pub max_connections: usize,
     /// Bytes a connection may send before its publish is accepted.
     pub max_bytes_before_publish: u64,
+    /// Chunk size and message size limits (checked before rml_rtmp sees the bytes).
+    pub chunks: ChunkLimits,
 }
 
 impl Default for RtmpConfig {
@@ -48,6 +52,7 @@ impl Default for RtmpConfig {
             idle_timeout: Duration::from_secs(10),
             max_connections: 1024,
             max_bytes_before_publish: 1 << 20,
+            chunks: ChunkLimits::default(),
         }
     }
 }
@@ -75,10 +80,28 @@ pub enum ConnError {
     Play,
     #[error("sent {0} bytes without publishing")]
     TooMuchBeforePublish(u64),
+    #[error("refused chunk stream: {0}")]
+    Chunk(#[from] ChunkError),
     #[error("bad media: {0}")]
     Media(#[from] crate::flv::FlvError),
     #[error("taken over by a new publisher")]
     TakenOver,
+}
+
+impl ConnError {
+    /// The limit this ending is a refusal at, if any.
+    fn limit(&self) -> Option<Limit> {
+        match self {
+            ConnError::HandshakeTimeout(_) => Some(Limit::RtmpHandshakeTimeout),
+            ConnError::Idle(_) => Some(Limit::RtmpIdleTimeout),
+            ConnError::TooMuchBeforePublish(_) => Some(Limit::RtmpBytesBeforePublish),
+            ConnError::Chunk(ChunkError::MessageTooLarge { .. }) => Some(Limit::RtmpMessageSize),
+            ConnError::Chunk(ChunkError::ChunkSizeTooLarge { .. } | ChunkError::ZeroChunkSize) => {
+                Some(Limit::RtmpChunkSize)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Accepts RTMP connections until `shutdown` fires.
@@ -127,7 +150,8 @@ async fn accept(
             },
         };
         let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-            warn!(%peer, "rtmp connection refused: too many connections");
+            warn!(%peer, max_connections = config.max_connections, "rtmp connection refused: too many connections");
+            hub.metrics.refusals.count(Limit::RtmpConnections);
             continue;
         };
         let _ = socket.set_nodelay(true);
@@ -152,7 +176,12 @@ async fn accept(
                 };
                 match result {
                     Ok(()) => info!("rtmp connection closed"),
-                    Err(e) => warn!(error = %e, "rtmp connection ended"),
+                    Err(e) => {
+                        if let Some(limit) = e.limit() {
+                            hub.metrics.refusals.count(limit);
+                        }
+                        warn!(error = %e, "rtmp connection ended")
+                    }
                 }
             }
             .instrument(span),
@@ -203,6 +232,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         config,
         received: 0,
         pending: None,
+        guard: ChunkGuard::new(config.chunks, MAX_MESSAGE_BEFORE_PUBLISH),
     };
     conn.results(initial)?;
     let mut buf = vec![0u8; 64 * 1024];
@@ -282,7 +312,11 @@ struct Conn<'a> {
     received: u64,
     /// A publish request waiting for its authorization.
     pending: Option<PendingPublish>,
+    guard: ChunkGuard,
 }
+
+/// Commands before a publish (connect, createStream, publish) are a few hundred bytes.
+const MAX_MESSAGE_BEFORE_PUBLISH: u32 = 64 << 10;
 
 /// A publish request the driver must authorize before the session answers it.
 struct PendingPublish {
@@ -303,6 +337,7 @@ impl Conn<'_> {
             }
             None => {}
         }
+        self.guard.feed(bytes)?;
         let results = self
             .session
             .handle_input(bytes)
@@ -338,6 +373,7 @@ impl Conn<'_> {
                 info!(generation = p.generation(), "publish accepted");
                 self.counters = Some(self.hub.metrics.counters(p.name()));
                 self.publisher = Some(p);
+                self.guard.publishing();
                 let r = self
                     .session
                     .accept_request(request_id)

@@ -16,6 +16,7 @@ pub mod cmcd;
 pub mod directives;
 pub mod fanout;
 pub mod http;
+pub mod limits;
 pub mod page;
 mod time;
 pub mod tls;

@@ -130,3 +130,10 @@ pub async fn wait_stream(c: &reqwest::Client, base: &str, name: &str) {
     let (status, text) = wait_for(c, &format!("{base}/live/{name}/index.m3u8")).await;
     assert_eq!(status, 200, "{text}");
 }
+
+/// The value of the series `series` (name and labels as rendered) on `{base}/metrics`.
+pub async fn metric(c: &reqwest::Client, base: &str, series: &str) -> Option<f64> {
+    let (_, text) = get_text(c, &format!("{base}/metrics")).await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
