@@ -5,10 +5,15 @@
 #
 #   deploy/local-cluster.sh [--edges N] [--config origin.toml] [--bin PATH] [--token TOKEN]
 #                           [--origin-http ADDR] [--edge-base-port PORT] [--viewer-window S]
+#                           [--edge-config edge.toml]
+#
+# Every viewer here comes from 127.0.0.1, so the edges' per-address request rate limit is off
+# unless --edge-config (TOML appended to each edge's config) sets its own [http_limits].
 #
 # Prints one line per node, then "cluster ready":
 #   origin pid=… rtmp=… http=… srt=…
 #   edge pid=… http=… id=…
+#   edge log=…
 #   front url=http://…/watch/{name}
 # Runs until interrupted (SIGINT/SIGTERM), then stops every node it started.
 set -euo pipefail
@@ -21,6 +26,7 @@ token="local-cluster-token"
 origin_http="127.0.0.1:0"
 edge_base=0
 viewer_window=15
+edge_config=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --edges) edges="$2"; shift 2 ;;
@@ -30,6 +36,7 @@ while [ $# -gt 0 ]; do
     --origin-http) origin_http="$2"; shift 2 ;;
     --edge-base-port) edge_base="$2"; shift 2 ;;
     --viewer-window) viewer_window="$2"; shift 2 ;;
+    --edge-config) edge_config="$2"; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -79,11 +86,14 @@ for i in $(seq 1 "$edges"); do
   ecfg="$dir/edge$i.toml"
   printf 'origin = "http://%s"\nid = "edge-%s"\ntoken = "%s"\nviewer_window = %s\n' \
     "$ohttp" "$i" "$token" "$viewer_window" > "$ecfg"
+  if [ -n "$edge_config" ]; then cat "$edge_config" >> "$ecfg"
+  else printf '[http_limits]\nrequests_per_ip = 0\n' >> "$ecfg"; fi
   "$bin" edge --config "$ecfg" --http "127.0.0.1:$port" >"$dir/edge$i.out" 2>"$dir/edge$i.err" &
   epid=$!
   pids+=("$epid")
   line=$(listening "$dir/edge$i.out" "$epid")
   echo "edge pid=$epid ${line#ferrocast edge listening }"
+  echo "edge log=$dir/edge$i.err"
 done
 echo "front url=http://$ohttp/watch/{name}"
 echo "cluster ready"

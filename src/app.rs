@@ -846,7 +846,14 @@ pub async fn start_origin(cfg: config::Config) -> anyhow::Result<Origin> {
         admin_token: cfg.admin_token.as_deref().map(Arc::from),
     };
     let router = origin::http::router(state).merge(Arc::new(metrics).router());
-    let http_task = tokio::spawn(origin::http::run(http, router, shutdown.clone()));
+    let http_task = tokio::spawn(media::server::serve(
+        http,
+        router,
+        None,
+        cfg.http_limits.limits(0.0),
+        hub.metrics.refusals.clone(),
+        shutdown.clone(),
+    ));
     Ok(Origin {
         rtmp: rtmp_addr,
         rtmps: rtmps_addr,
@@ -895,6 +902,8 @@ pub async fn run_edge(cfg: config::EdgeFileConfig, stop: CancellationToken) -> a
     };
     let mut metrics = Metrics::new();
     register("edge", edge.register_metrics(metrics.registry()))?;
+    let refusals = media::limits::Refusals::new();
+    register("limits", refusals.register(metrics.registry()))?;
     {
         let edge = edge.clone();
         metrics.on_scrape(move || edge.refresh_metrics());
@@ -909,12 +918,10 @@ pub async fn run_edge(cfg: config::EdgeFileConfig, stop: CancellationToken) -> a
     let background = tokio::spawn(edge.clone().background(shutdown.clone()));
     let server = {
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            match tls {
-                Some(tls) => edge::serve_tls(listener, router, tls, shutdown).await,
-                None => edge::serve(listener, router, shutdown).await,
-            }
-        })
+        let limits = cfg.http_limits.limits(config::EDGE_REQUESTS_PER_IP);
+        tokio::spawn(media::server::serve(
+            listener, router, tls, limits, refusals, shutdown,
+        ))
     };
     stop.cancelled().await;
     tracing::info!("shutting down");

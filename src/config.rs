@@ -74,11 +74,111 @@ pub struct Config {
     /// Extra renditions that carry an untouched copy of the source under these ids (no
     /// transcoding): for exercising players' rendition switching and reports. Default none.
     pub copy_renditions: Vec<String>,
+    /// `[http_limits]`.
+    pub http_limits: HttpLimitsConfig,
     /// The transcoded ladder (`[transcode]`, `[[transcode.rungs]]`, `[[transcode.tiers]]`).
     /// Absent: no transcoding, the source alone.
     pub transcode: Option<TranscodeConfig>,
     pub streams: Vec<StreamConfig>,
 }
+
+/// `[http_limits]` (origin and edge alike): the HTTP server's limits, see
+/// [`media::server::HttpLimits`]. Over a limit the client gets 429 (its own excess) or 503 (the
+/// server's) with `Retry-After`, and the refusal is logged and counted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpLimitsConfig {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Request line + headers, in bytes (HTTP/2: the header list).
+    pub max_header_bytes: usize,
+    /// Seconds a request's headers may take to arrive (slowloris).
+    pub header_timeout: f64,
+    /// Seconds a response write may make no progress before the connection is cut (a reader
+    /// that stopped reading).
+    pub send_timeout: f64,
+    /// Seconds a connection may move no bytes either way.
+    pub idle_timeout: f64,
+    /// Requests per second per IP address, burst twice that; 0: no limit [default: 0 on the
+    /// origin (edges share few addresses), 200 on an edge].
+    pub requests_per_ip: Option<f64>,
+    /// Blocking playlist requests (`_HLS_msn`) waiting at once, in total and per connection.
+    pub max_blocked_requests: usize,
+    pub max_blocked_requests_per_connection: usize,
+}
+
+impl Default for HttpLimitsConfig {
+    fn default() -> Self {
+        let d = media::server::HttpLimits::default();
+        HttpLimitsConfig {
+            max_connections: d.max_connections,
+            max_connections_per_ip: d.max_connections_per_ip,
+            max_header_bytes: d.max_header_bytes,
+            header_timeout: d.header_timeout.as_secs_f64(),
+            send_timeout: d.send_timeout.as_secs_f64(),
+            idle_timeout: d.idle_timeout.as_secs_f64(),
+            requests_per_ip: None,
+            max_blocked_requests: d.max_blocked,
+            max_blocked_requests_per_connection: d.max_blocked_per_connection,
+        }
+    }
+}
+
+impl HttpLimitsConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (what, v) in [
+            ("max_connections", self.max_connections),
+            ("max_connections_per_ip", self.max_connections_per_ip),
+            ("max_blocked_requests", self.max_blocked_requests),
+            (
+                "max_blocked_requests_per_connection",
+                self.max_blocked_requests_per_connection,
+            ),
+        ] {
+            if !(1..=10_000_000).contains(&v) {
+                bail!("http_limits.{what} must be between 1 and 10000000");
+            }
+        }
+        if !(1024..=1 << 20).contains(&self.max_header_bytes) {
+            bail!("http_limits.max_header_bytes must be between 1024 and 1048576");
+        }
+        for (what, v) in [
+            ("header_timeout", self.header_timeout),
+            ("send_timeout", self.send_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if !(0.1..=3600.0).contains(&v) {
+                bail!("http_limits.{what} must be between 0.1 and 3600 seconds");
+            }
+        }
+        if self
+            .requests_per_ip
+            .is_some_and(|r| !(0.0..=1e6).contains(&r))
+        {
+            bail!("http_limits.requests_per_ip must be between 0 (off) and 1000000");
+        }
+        Ok(())
+    }
+
+    /// The limits, with `default_rate` requests per second per IP unless set.
+    pub fn limits(&self, default_rate: f64) -> media::server::HttpLimits {
+        media::server::HttpLimits {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_header_bytes: self.max_header_bytes,
+            header_timeout: secs(self.header_timeout),
+            send_timeout: secs(self.send_timeout),
+            idle_timeout: secs(self.idle_timeout),
+            requests_per_ip: self.requests_per_ip.unwrap_or(default_rate),
+            max_blocked: self.max_blocked_requests,
+            max_blocked_per_connection: self.max_blocked_requests_per_connection,
+        }
+    }
+}
+
+/// Requests per second per IP an edge allows unless `http_limits.requests_per_ip` says
+/// otherwise (an LL-HLS viewer makes about 6 a second; 30 viewers behind one address fit).
+pub const EDGE_REQUESTS_PER_IP: f64 = 200.0;
 
 /// `[transcode]`: the ladder's rungs and its tiers by viewer count. Both lists empty: the
 /// standard ladder (see [`transcode::ladder::Ladder::standard`]).
@@ -219,6 +319,7 @@ impl Default for Config {
             publish_hook_max_in_flight: 8,
             viewer_window: 15.0,
             copy_renditions: Vec::new(),
+            http_limits: HttpLimitsConfig::default(),
             transcode: None,
             streams: Vec::new(),
         }
@@ -282,6 +383,7 @@ impl Config {
         {
             bail!("max_publishers and max_publishers_per_ip must be between 1 and 100000");
         }
+        self.http_limits.validate()?;
         if !(128..=0xFF_FFFF).contains(&self.rtmp_max_chunk_size) {
             bail!("rtmp_max_chunk_size must be between 128 and 16777215");
         }
@@ -532,6 +634,8 @@ pub struct EdgeFileConfig {
     pub viewer_window: f64,
     /// Seconds to wait for the origin on a playlist before serving the last good copy.
     pub stale_after: f64,
+    /// `[http_limits]`.
+    pub http_limits: HttpLimitsConfig,
 }
 
 impl Default for EdgeFileConfig {
@@ -548,6 +652,7 @@ impl Default for EdgeFileConfig {
             report_interval: 1.0,
             viewer_window: 15.0,
             stale_after: 2.0,
+            http_limits: HttpLimitsConfig::default(),
         }
     }
 }
@@ -567,6 +672,7 @@ impl EdgeFileConfig {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             bail!("tls_cert and tls_key go together");
         }
+        self.http_limits.validate()?;
         if !(1..=1 << 20).contains(&self.cache_mb) {
             bail!("cache_mb must be between 1 and 1048576");
         }

@@ -121,6 +121,31 @@ fn chunk_size_of_2_pow_31_is_refused() {
     );
 }
 
+/// `rtmp_idle_timeout`: a connection that finished the handshake and `connect` and then says
+/// nothing is closed at the idle timeout (2 s here), counted.
+#[test]
+fn a_silent_connection_is_closed_at_the_idle_timeout() {
+    let s = server();
+    let t = Instant::now();
+    assert!(run(async {
+        let mut c = Client::connect(s.rtmp).await;
+        c.closed_by_server(Duration::from_secs(8)).await
+    }));
+    assert!(
+        t.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(s.wait_log("idle for 2s", CLOSE), "{}", s.log());
+    let c = hls::client();
+    let n = run(hls::metric(
+        &c,
+        &s.base(),
+        "ferrocast_limit_refusals_total{limit=\"rtmp_idle_timeout\"}",
+    ));
+    assert_eq!(n, Some(1.0));
+}
+
 /// A Set Chunk Size one over `rtmp_max_chunk_size`.
 async fn chunk_size_over_limit(addr: SocketAddr) -> bool {
     let mut c = Client::connect(addr).await;

@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Seconds each binary usually takes on a 2-core machine (for balancing; unknown ones: 60).
 WEIGHTS = {
     "abr": 63, "audio_only": 17, "edge_cluster": 51, "edge_http2": 3, "hostile_rtmp": 19,
-    "ll_hls_conformance": 71, "metrics": 45, "pipeline": 27, "player": 71,
+    "limits": 30, "ll_hls_conformance": 71, "metrics": 45, "pipeline": 27, "player": 71,
     "player_telemetry": 3, "publish_hook": 10, "reconnect": 25, "rtmp_to_llhls": 55, "srt_ingest": 65,
     "timeline": 280, "transcode": 145, "uplink": 29,
 }

@@ -11,7 +11,7 @@ pub mod tls;
 
 pub use media::directives::cache_key;
 pub use metrics::EdgeMetrics;
-pub use tls::{serve_tls, tls_config};
+pub use tls::tls_config;
 
 use axum::body::Body as AxumBody;
 use axum::extract::State;
@@ -25,7 +25,6 @@ use media::viewers::{session_from_query, tag_multivariant, Report, ViewerCounter
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -602,18 +601,6 @@ async fn live(State(edge): State<Edge>, uri: axum::http::Uri, req_headers: Heade
         }
     }
     respond(&edge, &entry, phase)
-}
-
-/// Serves `router` (the edge's, plus whatever the binary merged in) over plain HTTP
-/// (HTTP/1.1 and h2c) until shutdown.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
 }
 
 /// Logs the edge's identity once at start.

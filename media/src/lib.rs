@@ -18,6 +18,7 @@ pub mod fanout;
 pub mod http;
 pub mod limits;
 pub mod page;
+pub mod server;
 mod time;
 pub mod tls;
 pub mod viewers;

@@ -20,13 +20,14 @@ pub enum Limit {
     HttpHeaderSize,
     HttpHeaderTimeout,
     HttpSlowReader,
+    HttpIdleTimeout,
     RequestRate,
     BlockedRequests,
     BlockedRequestsPerConnection,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 16] = [
+    pub const ALL: [Limit; 17] = [
         Limit::RtmpConnections,
         Limit::RtmpHandshakeTimeout,
         Limit::RtmpIdleTimeout,
@@ -40,6 +41,7 @@ impl Limit {
         Limit::HttpHeaderSize,
         Limit::HttpHeaderTimeout,
         Limit::HttpSlowReader,
+        Limit::HttpIdleTimeout,
         Limit::RequestRate,
         Limit::BlockedRequests,
         Limit::BlockedRequestsPerConnection,
@@ -61,6 +63,7 @@ impl Limit {
             Limit::HttpHeaderSize => "http_header_size",
             Limit::HttpHeaderTimeout => "http_header_timeout",
             Limit::HttpSlowReader => "http_slow_reader",
+            Limit::HttpIdleTimeout => "http_idle_timeout",
             Limit::RequestRate => "request_rate",
             Limit::BlockedRequests => "blocked_requests",
             Limit::BlockedRequestsPerConnection => "blocked_requests_per_connection",

@@ -524,6 +524,7 @@ pub struct Cluster {
     /// (pid, http address, id) per edge.
     pub edges: Vec<(u32, SocketAddr, String)>,
     pub origin_log: PathBuf,
+    pub edge_logs: Vec<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -573,6 +574,7 @@ impl Cluster {
             origin_srt: "0.0.0.0:0".parse().unwrap(),
             edges: Vec::new(),
             origin_log: PathBuf::new(),
+            edge_logs: Vec::new(),
             _dir: dir,
         };
         loop {
@@ -586,6 +588,8 @@ impl Cluster {
                 c.origin_srt = field(&line, "srt=").parse().unwrap();
             } else if line.starts_with("origin log=") {
                 c.origin_log = PathBuf::from(field(&line, "log="));
+            } else if line.starts_with("edge log=") {
+                c.edge_logs.push(PathBuf::from(field(&line, "log=")));
             } else if line.starts_with("edge pid=") {
                 c.edges.push((
                     field(&line, "pid=").parse().unwrap(),
@@ -612,6 +616,10 @@ impl Cluster {
 
     pub fn origin_log(&self) -> String {
         std::fs::read_to_string(&self.origin_log).unwrap_or_default()
+    }
+
+    pub fn edge_log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.edge_logs[i]).unwrap_or_default()
     }
 
     /// Sends a signal to a node (`STOP`, `CONT`, `KILL`).

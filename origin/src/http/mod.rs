@@ -24,8 +24,6 @@ use axum::routing::get;
 use axum::Router;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -66,18 +64,6 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(media::http::cors())
         .with_state(state)
-}
-
-/// Serves `router` (the origin's routes, plus whatever the binary merged in, e.g. `/metrics`)
-/// until `shutdown` fires.
-pub async fn run(
-    listener: TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
 }
 
 async fn count_responses(State(state): State<AppState>, req: Request, next: Next) -> Response {
