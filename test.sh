@@ -51,6 +51,9 @@ docker-compose -f deploy/compose.yaml config -q
 docker-compose -f deploy/compose.yaml --profile gpu config -q
 # The Kubernetes manifests, against the API schemas offline.
 deploy/k8s/validate.sh
+# The parsers that face the network under libFuzzer, 10 s a target, after replaying every
+# input that once crashed one (bench/fuzz.sh with a longer time for real runs).
+bench/fuzz.sh 10
 # Unit and doc tests, then the integration tests in two lanes side by side, the transcode and
 # browser tests alone (tests/lanes.py says why; `tests/lanes.py --serial`: one at a time).
 python3 tests/lanes.py

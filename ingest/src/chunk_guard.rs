@@ -47,6 +47,18 @@ pub enum ChunkError {
     NoPreviousHeader(u32),
     #[error("extended timestamp {0:#x} below 0xffffff")]
     BadExtendedTimestamp(u32),
+    #[error("command message of {0} bytes (at most 65536)")]
+    CommandTooLarge(u32),
+    /// rml_rtmp 0.8 indexes the first three values of a command without checking there are
+    /// three (a panic).
+    #[error("AMF0 command with {0} values (name, transaction id and object needed)")]
+    ShortCommand(usize),
+    /// rml_rtmp assembles one message at a time: a chunk of another message before the
+    /// current one is complete would corrupt it (or underflow its length arithmetic).
+    #[error(
+        "chunk stream {next} interleaved with the incomplete message on {open} (not supported)"
+    )]
+    Interleaved { open: u32, next: u32 },
 }
 
 /// The last header seen on a chunk stream and how far its message has come.
@@ -75,11 +87,16 @@ pub struct ChunkGuard {
     current: u32,
     /// The first bytes of a Set Chunk Size message's payload.
     control: Vec<u8>,
+    /// The chunk stream whose message is incomplete, if one is.
+    open: Option<u32>,
 }
 
 const INITIAL_CHUNK_SIZE: u32 = 128;
 const EXTENDED: u32 = 0xFF_FFFF;
 const SET_CHUNK_SIZE: u8 = 1;
+/// AMF3-flagged and AMF0 commands: kept whole and checked before rml_rtmp decodes them.
+const COMMANDS: [u8; 2] = [17, 20];
+const MAX_COMMAND: u32 = 64 << 10;
 
 impl ChunkGuard {
     /// A guard whose message limit is `initial_message_limit` until [`ChunkGuard::publishing`].
@@ -93,6 +110,7 @@ impl ChunkGuard {
             payload_left: 0,
             current: 0,
             control: Vec::new(),
+            open: None,
         }
     }
 
@@ -137,6 +155,12 @@ impl ChunkGuard {
         if h.len() < basic + message_header {
             return Ok(());
         }
+        // Only the open message's own type 3 continuation may follow an incomplete message.
+        if let Some(open) = self.open {
+            if open != csid || fmt != 3 {
+                return Err(ChunkError::Interleaved { open, next: csid });
+            }
+        }
         let previous = self.streams.get(&csid).copied();
         if fmt != 0 && previous.is_none() {
             return Err(ChunkError::NoPreviousHeader(csid));
@@ -174,6 +198,9 @@ impl ChunkGuard {
             state.received = 0;
             self.control.clear();
         }
+        if COMMANDS.contains(&state.type_id) && state.length > MAX_COMMAND {
+            return Err(ChunkError::CommandTooLarge(state.length));
+        }
         if state.length > self.message_limit {
             return Err(ChunkError::MessageTooLarge {
                 size: state.length,
@@ -202,13 +229,31 @@ impl ChunkGuard {
         let Some(s) = self.streams.get_mut(&self.current) else {
             return Ok(());
         };
-        if s.type_id == SET_CHUNK_SIZE && self.control.len() < 4 {
+        let command = COMMANDS.contains(&s.type_id);
+        if command {
+            self.control.extend_from_slice(bytes);
+        } else if s.type_id == SET_CHUNK_SIZE && self.control.len() < 4 {
             let take = (4 - self.control.len()).min(bytes.len());
             self.control.extend_from_slice(&bytes[..take]);
         }
         s.received += n;
-        if self.payload_left > 0 || s.received < s.length {
+        if self.payload_left > 0 {
             return Ok(());
+        }
+        if s.received < s.length {
+            self.open = Some(self.current);
+            return Ok(());
+        }
+        self.open = None;
+        if command {
+            // AMF3-flagged commands usually carry AMF0 after a 0 byte (rml_rtmp skips it too).
+            let skip = usize::from(s.type_id == 17 && self.control.first() == Some(&0));
+            let mut cursor = std::io::Cursor::new(&self.control[skip..]);
+            if let Ok(values) = rml_amf0::deserialize(&mut cursor) {
+                if values.len() < 3 {
+                    return Err(ChunkError::ShortCommand(values.len()));
+                }
+            }
         }
         if s.type_id == SET_CHUNK_SIZE && self.control.len() == 4 {
             let c = &self.control;
@@ -371,6 +416,34 @@ mod tests {
         let mut bytes = vec![3, 0, 0, 0, 0, 0, 0, 9, 1, 0, 0, 0];
         bytes.extend([0x43, 0xff, 0xff, 0xff, 0, 0, 0, 9, 0, 0, 0, 1]);
         assert_eq!(g.feed(&bytes), Err(ChunkError::BadExtendedTimestamp(1)));
+        // A chunk of another stream (or a new message on the same one) in the middle of a
+        // message: rml_rtmp would mix the two (and its length arithmetic underflowed on what
+        // the rtmp_session fuzz target found).
+        for next in [
+            [0x04u8, 0, 0, 0, 0, 0, 1, 9, 1, 0, 0, 0],
+            [0x03, 0, 0, 0, 0, 0, 1, 9, 1, 0, 0, 0],
+        ] {
+            let mut g = ChunkGuard::new(limits, 1 << 20);
+            let mut bytes = vec![3, 0, 0, 0, 0, 0x01, 0, 9, 1, 0, 0, 0];
+            bytes.extend([0u8; 128]);
+            bytes.extend(next);
+            assert_eq!(
+                g.feed(&bytes),
+                Err(ChunkError::Interleaved {
+                    open: 3,
+                    next: u32::from(next[0])
+                })
+            );
+        }
+        // An AMF0 command with only its name (found by the rtmp_session fuzz target: rml_rtmp
+        // panicked), whole and in pieces.
+        let mut bytes = vec![3, 0, 0, 0, 0, 0, 7, 20, 0, 0, 0, 0];
+        bytes.extend([2, 0, 4, b'p', b'l', b'a', b'y']);
+        for step in [1, bytes.len()] {
+            let mut g = ChunkGuard::new(limits, 1 << 20);
+            let r = bytes.chunks(step).try_for_each(|b| g.feed(b));
+            assert_eq!(r, Err(ChunkError::ShortCommand(1)));
+        }
         // A 3-byte chunk stream id (basic header form 1) is read whole.
         let mut g = ChunkGuard::new(limits, 1 << 20);
         g.feed(&[1, 0x10, 0x01, 0, 0, 0, 0, 0, 2, 9, 1, 0, 0, 0, 0xaa, 0xbb])

@@ -95,7 +95,9 @@ impl ConnError {
             ConnError::HandshakeTimeout(_) => Some(Limit::RtmpHandshakeTimeout),
             ConnError::Idle(_) => Some(Limit::RtmpIdleTimeout),
             ConnError::TooMuchBeforePublish(_) => Some(Limit::RtmpBytesBeforePublish),
-            ConnError::Chunk(ChunkError::MessageTooLarge { .. }) => Some(Limit::RtmpMessageSize),
+            ConnError::Chunk(
+                ChunkError::MessageTooLarge { .. } | ChunkError::CommandTooLarge(_),
+            ) => Some(Limit::RtmpMessageSize),
             ConnError::Chunk(ChunkError::ChunkSizeTooLarge { .. } | ChunkError::ZeroChunkSize) => {
                 Some(Limit::RtmpChunkSize)
             }
@@ -486,5 +488,123 @@ impl Conn<'_> {
             None => {}
         }
         Ok(())
+    }
+}
+
+/// What [`replay`] saw.
+#[derive(Debug, Default)]
+pub struct Replay {
+    pub configs: usize,
+    pub frames: usize,
+    /// Why the connection would have ended, if it would have.
+    pub error: Option<String>,
+}
+
+/// Drives the session layer over `input` (what a client sends after the handshake, fed
+/// `step` bytes at a time) the way a connection does — the chunk guard, rml_rtmp's session,
+/// `connect` and `publish` accepted whatever the app and key, media through the FLV demuxer —
+/// without a hub or a socket: for the fuzz targets and tests with captured bytes.
+pub fn replay(input: &[u8], step: usize, limits: ChunkLimits) -> Replay {
+    let mut out = Replay::default();
+    let Ok((mut session, _)) = ServerSession::new(ServerSessionConfig::new()) else {
+        return out;
+    };
+    let mut guard = ChunkGuard::new(limits, MAX_MESSAGE_BEFORE_PUBLISH);
+    let mut demux = FlvDemuxer::default();
+    let mut publishing = false;
+    let mut results = Vec::new();
+    let fail = |out: &mut Replay, e: String| out.error = Some(e);
+    for bytes in input.chunks(step.max(1)) {
+        if let Err(e) = guard.feed(bytes) {
+            fail(&mut out, e.to_string());
+            return out;
+        }
+        match session.handle_input(bytes) {
+            Ok(r) => results.extend(r),
+            Err(e) => {
+                fail(&mut out, e.to_string());
+                return out;
+            }
+        }
+        for r in std::mem::take(&mut results) {
+            let ServerSessionResult::RaisedEvent(ev) = r else {
+                continue;
+            };
+            let answer = match ev {
+                ServerSessionEvent::ConnectionRequested { request_id, .. } => {
+                    session.accept_request(request_id)
+                }
+                ServerSessionEvent::PublishStreamRequested { request_id, .. } => {
+                    publishing = true;
+                    guard.publishing();
+                    session.accept_request(request_id)
+                }
+                ServerSessionEvent::VideoDataReceived {
+                    data, timestamp, ..
+                } if publishing => {
+                    match demux.video(timestamp.value, &data) {
+                        Ok(Some(FlvEvent::Config(_))) => out.configs += 1,
+                        Ok(Some(FlvEvent::Frame(_))) => out.frames += 1,
+                        Ok(None) => {}
+                        Err(e) => fail(&mut out, e.to_string()),
+                    }
+                    Ok(Vec::new())
+                }
+                ServerSessionEvent::AudioDataReceived {
+                    data, timestamp, ..
+                } if publishing => {
+                    match demux.audio(timestamp.value, &data) {
+                        Ok(Some(FlvEvent::Config(_))) => out.configs += 1,
+                        Ok(Some(FlvEvent::Frame(_))) => out.frames += 1,
+                        Ok(None) => {}
+                        Err(e) => fail(&mut out, e.to_string()),
+                    }
+                    Ok(Vec::new())
+                }
+                _ => Ok(Vec::new()),
+            };
+            if out.error.is_some() {
+                return out;
+            }
+            if let Err(e) = answer {
+                fail(&mut out, e.to_string());
+                return out;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FFMPEG: &[u8] = include_bytes!("../testdata/ffmpeg_publish_after_handshake.rtmp");
+
+    #[test]
+    fn replaying_ffmpegs_publish_gives_its_configs_and_frames_in_any_split() {
+        // 1 s at 30 fps and 48 kHz AAC (1024 samples a frame): 30 video + ~47 audio frames.
+        // (Steps small enough that the publish is answered before media arrives: rml_rtmp
+        // drops media that comes in the same input as the publish request, and ffmpeg waits
+        // for the answer, as OBS does.)
+        for step in [1, 7, 100] {
+            let r = replay(FFMPEG, step, ChunkLimits::default());
+            assert_eq!(r.error, None, "step {step}");
+            assert_eq!(r.configs, 2, "step {step}: {r:?}");
+            assert!(
+                (70..=85).contains(&r.frames),
+                "step {step}: {} frames",
+                r.frames
+            );
+        }
+    }
+
+    #[test]
+    fn replay_stops_at_the_first_refusal() {
+        let mut bad = FFMPEG.to_vec();
+        // A 12-byte header claiming a 9 MiB video message on chunk stream 7.
+        bad.extend([7, 0, 0, 0, 0x90, 0, 0, 9, 1, 0, 0, 0]);
+        let r = replay(&bad, 512, ChunkLimits::default());
+        assert!(r.error.is_some_and(|e| e.contains("over the limit")));
     }
 }

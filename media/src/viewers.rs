@@ -137,10 +137,12 @@ pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
+    let hex = |c: u8| char::from(c).to_digit(16);
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
+            // Byte-wise: slicing the str here could split a multi-byte character.
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
                 i += 3;
                 continue;
             }
@@ -154,6 +156,15 @@ pub(crate) fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_decoding_takes_any_bytes() {
+        assert_eq!(percent_decode("a%3Db+c%2C"), "a=b c,");
+        // Found by the cmcd fuzz target: a multi-byte character right after '%' panicked.
+        assert_eq!(percent_decode("%2\u{11d}r"), "%2\u{11d}r");
+        assert_eq!(percent_decode("%\u{e9}"), "%\u{e9}");
+        assert_eq!(percent_decode("%+1%zz%4"), "% 1%zz%4");
+    }
 
     #[test]
     fn counts_distinct_sessions_in_a_sliding_window() {
