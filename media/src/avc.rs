@@ -171,6 +171,14 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, MediaError> {
                     for _ in 0..size {
                         if next != 0 {
                             let delta = r.se()?;
+                            // delta_scale is -128..=127 (H.264 7.4.2.1.1.1).
+                            if !(-128..=127).contains(&delta) {
+                                return Err(MediaError::Invalid {
+                                    what: "SPS delta_scale",
+                                    value: u64::from(delta.unsigned_abs()),
+                                    offset: r.offset(),
+                                });
+                            }
                             next = (last + delta + 256).rem_euclid(256);
                         }
                         if next != 0 {
@@ -294,6 +302,31 @@ mod tests {
         assert_eq!(c.pps.len(), 1);
         let rebuilt = AvcConfig::from_parameter_sets(c.sps[0].clone(), c.pps[0].clone()).unwrap();
         assert_eq!(rebuilt.info, c.info);
+    }
+
+    /// An SPS whose scaling list carries a delta_scale of 2^31 - 1 (found by fuzz/avc_aac,
+    /// inputs in fuzz/regressions/avc_aac) is refused, not an overflow.
+    #[test]
+    fn out_of_range_delta_scale_is_an_error() {
+        // High profile: seq_parameter_set_id 0, chroma_format_idc 1, bit depths 0, no bypass,
+        // scaling matrix present, list 0 present, then se(v) of 2^31 - 1 (ue 2^32 - 3).
+        let mut bits = String::from("1 010 1 1 0 1 1");
+        bits.push_str(&"0".repeat(31));
+        bits.push('1');
+        bits.push_str(&"1".repeat(30));
+        bits.push('0');
+        let bits: Vec<u8> = bits.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        let mut nal = vec![0x67, 100, 0, 31];
+        for chunk in bits.chunks(8) {
+            let mut byte = 0u8;
+            for (i, b) in chunk.iter().enumerate() {
+                byte |= (b - b'0') << (7 - i);
+            }
+            nal.push(byte);
+        }
+        nal.extend([0xff; 4]);
+        let e = parse_sps(&nal).unwrap_err().to_string();
+        assert!(e.contains("delta_scale"), "{e}");
     }
 
     #[test]
