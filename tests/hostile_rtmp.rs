@@ -168,8 +168,8 @@ async fn message_header(addr: SocketAddr, publish: Option<&str>, kind: u8, len: 
     c.closed_by_server(CLOSE).await
 }
 
-/// `rtmp_max_chunk_size` and `rtmp_max_message_size` (and the 64 KiB message limit before a
-/// publish is accepted): each refused at the offending header with the reason logged and
+/// `rtmp_max_chunk_size` and `rtmp_max_message_size` (and the 64 KiB limits on any message
+/// before a publish is accepted and on any command): each refused at the offending header with the reason logged and
 /// counted, while ffmpeg's stream beside them plays on.
 #[test]
 fn chunk_and_message_size_limits_refuse_while_a_stream_plays() {
@@ -186,8 +186,15 @@ fn chunk_and_message_size_limits_refuse_while_a_stream_plays() {
         "{}",
         s.log()
     );
-    // An AMF0 command (type 20) of 1 MiB before publishing.
+    // An AMF0 command (type 20) of 1 MiB: no command is ever over 64 KiB.
     assert!(run(message_header(addr, None, 20, 1 << 20)));
+    assert!(
+        s.wait_log("command message of 1048576 bytes (at most 65536)", CLOSE),
+        "{}",
+        s.log()
+    );
+    // A 1 MiB video tag (type 9) before publishing: over the 64 KiB allowed until then.
+    assert!(run(message_header(addr, None, 9, 1 << 20)));
     assert!(
         s.wait_log("message of 1048576 bytes is over the limit of 65536", CLOSE),
         "{}",
@@ -215,7 +222,7 @@ fn chunk_and_message_size_limits_refuse_while_a_stream_plays() {
     });
     let base = s.base();
     run(async {
-        for (limit, want) in [("rtmp_chunk_size", 1.0), ("rtmp_message_size", 2.0)] {
+        for (limit, want) in [("rtmp_chunk_size", 1.0), ("rtmp_message_size", 3.0)] {
             let series = format!("ferrocast_limit_refusals_total{{limit=\"{limit}\"}}");
             assert_eq!(
                 hls::metric(&c, &base, &series).await,

@@ -80,6 +80,11 @@ fn publish(s: &Server, secs: f64) -> Publisher {
 /// `max_connections_per_ip` then `max_connections`: the connection over either gets one
 /// canned 429 / 503 with `Retry-After: 1` and is closed; a viewer that already had its
 /// connection keeps playing through both, and a new one plays once the crowd leaves.
+///
+/// The viewer beside the crowd speaks HTTP/2 (one connection for every request, as browsers
+/// and hls.js do over HTTPS): an HTTP/1.1 client pool may open a fresh connection for any
+/// request (hyper races a new connect against the idle one coming back), and a fresh
+/// connection is rightly refused while the server is full.
 #[test]
 fn connections_over_the_per_address_or_total_limit_get_429_or_503_with_retry_after() {
     let s = Server::start(&common::config(
@@ -91,9 +96,17 @@ fn connections_over_the_per_address_or_total_limit_get_429_or_503_with_retry_aft
     rt.block_on(async {
         let c = hls::client();
         hls::wait_stream(&c, &base, "cam").await;
+        let h2 = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        // Its one connection is open before the crowd comes.
+        let (status, _) = hls::get_text(&h2, &format!("{base}{PLAYLIST}")).await;
+        assert_eq!(status, 200);
         let viewer = {
-            let (c, base) = (c.clone(), base.clone());
-            tokio::spawn(async move { viewer_is_fine(&c, &base, 8).await })
+            let base = base.clone();
+            tokio::spawn(async move { viewer_is_fine(&h2, &base, 8).await })
         };
         tokio::time::sleep(Duration::from_millis(500)).await;
         // Per address: 8 from 127.0.0.2 are held, the 9th is refused.
