@@ -267,7 +267,9 @@ impl Cache {
     pub fn lookup(&self, key: &str, now: Instant) -> Lookup {
         let mut slots = self.lock();
         match slots.get(key) {
-            Some(Slot::Ready(e)) if e.fresh(now) => {
+            // A body the upstream cut off (origin killed, connection reset) is not reused:
+            // the request fetches again instead of getting the same broken transfer.
+            Some(Slot::Ready(e)) if e.fresh(now) && !e.body.is_failed() => {
                 e.last_used
                     .store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
                 self.stats.hits.inc();
@@ -357,11 +359,13 @@ impl Cache {
         self.lock().len()
     }
 
-    /// Drops expired entries and, while over the byte budget, the least recently used complete
-    /// ones (entries still streaming in are never evicted: readers hold them anyway).
+    /// Drops expired entries, failed ones and, while over the byte budget, the least recently
+    /// used complete ones (entries still streaming in are never evicted: readers hold them
+    /// anyway).
     pub fn sweep(&self, now: Instant) {
         let mut slots = self.lock();
         slots.retain(|_, s| match s {
+            Slot::Ready(e) if e.body.is_failed() => false,
             Slot::Ready(e) => e.fresh(now) || !e.body.is_complete(),
             Slot::Pending(_) => true,
         });
@@ -543,6 +547,49 @@ mod tests {
         let items: Vec<_> = b.reader(Duration::from_secs(1)).collect().await;
         assert!(items[0].is_ok());
         assert!(items[1].is_err());
+    }
+
+    /// An origin killed mid-part: the entry published at its headers has a failed body. The
+    /// next request fetches again (it used to get the same cut-off transfer until the TTL
+    /// ran out), and a sweep drops it whatever its TTL.
+    #[test]
+    fn a_body_cut_off_upstream_is_fetched_again_and_swept() {
+        let c = Cache::new(1 << 20);
+        let t = Instant::now();
+        let Lookup::Miss(ticket, _) = c.lookup("/part", t) else {
+            panic!()
+        };
+        let body = Body::new();
+        let e = Arc::new(Entry::new(
+            200,
+            vec![("cache-control".into(), "max-age=60".into())],
+            Arc::clone(&body),
+            t,
+        ));
+        c.complete(ticket, Ok(e));
+        body.push(Bytes::from_static(b"moof"));
+        assert!(
+            matches!(c.lookup("/part", t), Lookup::Hit(_)),
+            "streaming is served"
+        );
+        body.finish(Err("connection reset".into()));
+        assert!(matches!(c.lookup("/part", t), Lookup::Miss(..)));
+
+        let Lookup::Miss(ticket, _) = c.lookup("/other", t) else {
+            panic!()
+        };
+        let body = Body::new();
+        let e = Arc::new(Entry::new(
+            200,
+            vec![("cache-control".into(), "max-age=60".into())],
+            Arc::clone(&body),
+            t,
+        ));
+        c.complete(ticket, Ok(e));
+        body.finish(Err("connection reset".into()));
+        c.sweep(t);
+        assert_eq!(c.bytes(), 0);
+        assert!(!c.lock().contains_key("/other"), "failed entries are swept");
     }
 
     #[test]

@@ -80,6 +80,12 @@ impl Body {
         matches!(self.lock().done, Some(Ok(())))
     }
 
+    /// Whether the upstream failed mid-body: such a body is never whole, and a cache must not
+    /// hand it to anyone who asks later.
+    pub fn is_failed(&self) -> bool {
+        matches!(self.lock().done, Some(Err(_)))
+    }
+
     /// The body's chunks (shared, not copied) if it is complete.
     pub fn complete_chunks(&self) -> Option<Vec<Bytes>> {
         let s = self.lock();
