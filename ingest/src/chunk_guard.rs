@@ -53,6 +53,10 @@ pub enum ChunkError {
     /// three (a panic).
     #[error("AMF0 command with {0} values (name, transaction id and object needed)")]
     ShortCommand(usize),
+    /// rml_rtmp 0.8 removes the third value of an `@setDataFrame` / `onMetaData` data
+    /// message without checking it is there (a panic).
+    #[error("@setDataFrame data message with {0} values (name, handler and metadata needed)")]
+    ShortDataFrame(usize),
     /// rml_rtmp assembles one message at a time: a chunk of another message before the
     /// current one is complete would corrupt it (or underflow its length arithmetic).
     #[error(
@@ -97,6 +101,11 @@ const SET_CHUNK_SIZE: u8 = 1;
 /// AMF3-flagged and AMF0 commands: kept whole and checked before rml_rtmp decodes them.
 const COMMANDS: [u8; 2] = [17, 20];
 const MAX_COMMAND: u32 = 64 << 10;
+/// AMF0 data messages (metadata): the short ones are kept whole and checked. A data message
+/// that could make rml_rtmp panic is `@setDataFrame` and `onMetaData` alone, about 30 bytes;
+/// longer ones hold more values (or fail to decode, an error rml_rtmp reports itself).
+const DATA: u8 = 18;
+const MAX_CHECKED_DATA: u32 = 256;
 
 impl ChunkGuard {
     /// A guard whose message limit is `initial_message_limit` until [`ChunkGuard::publishing`].
@@ -230,7 +239,8 @@ impl ChunkGuard {
             return Ok(());
         };
         let command = COMMANDS.contains(&s.type_id);
-        if command {
+        let data = s.type_id == DATA && s.length <= MAX_CHECKED_DATA;
+        if command || data {
             self.control.extend_from_slice(bytes);
         } else if s.type_id == SET_CHUNK_SIZE && self.control.len() < 4 {
             let take = (4 - self.control.len()).min(bytes.len());
@@ -252,6 +262,16 @@ impl ChunkGuard {
             if let Ok(values) = rml_amf0::deserialize(&mut cursor) {
                 if values.len() < 3 {
                     return Err(ChunkError::ShortCommand(values.len()));
+                }
+            }
+        }
+        if data {
+            let mut cursor = std::io::Cursor::new(&self.control[..]);
+            if let Ok(values) = rml_amf0::deserialize(&mut cursor) {
+                let set_data_frame = matches!(values.first(),
+                    Some(rml_amf0::Amf0Value::Utf8String(name)) if name == "@setDataFrame");
+                if set_data_frame && values.len() < 3 {
+                    return Err(ChunkError::ShortDataFrame(values.len()));
                 }
             }
         }
@@ -444,6 +464,23 @@ mod tests {
             let r = bytes.chunks(step).try_for_each(|b| g.feed(b));
             assert_eq!(r, Err(ChunkError::ShortCommand(1)));
         }
+        // `@setDataFrame` and `onMetaData` without the metadata (found by the rtmp_session
+        // fuzz target: rml_rtmp panicked), whole and in pieces; with it, it passes.
+        let mut short = vec![3, 0, 0, 0, 0, 0, 29, 18, 1, 0, 0, 0];
+        short.extend([2, 0, 13]);
+        short.extend(b"@setDataFrame");
+        short.extend([2, 0, 10]);
+        short.extend(b"onMetaData");
+        for step in [1, short.len()] {
+            let mut g = ChunkGuard::new(limits, 1 << 20);
+            let r = short.chunks(step).try_for_each(|b| g.feed(b));
+            assert_eq!(r, Err(ChunkError::ShortDataFrame(2)));
+        }
+        let mut whole = short.clone();
+        whole[6] = 29 + 4;
+        whole.extend([3, 0, 0, 9]); // an empty object
+        let mut g = ChunkGuard::new(limits, 1 << 20);
+        g.feed(&whole).unwrap();
         // A 3-byte chunk stream id (basic header form 1) is read whole.
         let mut g = ChunkGuard::new(limits, 1 << 20);
         g.feed(&[1, 0x10, 0x01, 0, 0, 0, 0, 0, 2, 9, 1, 0, 0, 0, 0xaa, 0xbb])
