@@ -47,7 +47,7 @@ pub enum ChunkError {
     NoPreviousHeader(u32),
     #[error("extended timestamp {0:#x} below 0xffffff")]
     BadExtendedTimestamp(u32),
-    #[error("command message of {0} bytes (at most 65536)")]
+    #[error("command or data message of {0} bytes (at most 65536)")]
     CommandTooLarge(u32),
     /// rml_rtmp 0.8 indexes the first three values of a command without checking there are
     /// three (a panic).
@@ -101,11 +101,10 @@ const SET_CHUNK_SIZE: u8 = 1;
 /// AMF3-flagged and AMF0 commands: kept whole and checked before rml_rtmp decodes them.
 const COMMANDS: [u8; 2] = [17, 20];
 const MAX_COMMAND: u32 = 64 << 10;
-/// AMF0 data messages (metadata): the short ones are kept whole and checked. A data message
-/// that could make rml_rtmp panic is `@setDataFrame` and `onMetaData` alone, about 30 bytes;
-/// longer ones hold more values (or fail to decode, an error rml_rtmp reports itself).
-const DATA: u8 = 18;
-const MAX_CHECKED_DATA: u32 = 256;
+/// Data messages (metadata; rml_rtmp decodes type 15 as AMF0 too): kept whole and checked
+/// like commands, at any length — an AMF0 object-end marker ends the value list, so a long
+/// message can still hold only two values.
+const DATA: [u8; 2] = [15, 18];
 
 impl ChunkGuard {
     /// A guard whose message limit is `initial_message_limit` until [`ChunkGuard::publishing`].
@@ -207,7 +206,8 @@ impl ChunkGuard {
             state.received = 0;
             self.control.clear();
         }
-        if COMMANDS.contains(&state.type_id) && state.length > MAX_COMMAND {
+        let checked = COMMANDS.contains(&state.type_id) || DATA.contains(&state.type_id);
+        if checked && state.length > MAX_COMMAND {
             return Err(ChunkError::CommandTooLarge(state.length));
         }
         if state.length > self.message_limit {
@@ -239,7 +239,7 @@ impl ChunkGuard {
             return Ok(());
         };
         let command = COMMANDS.contains(&s.type_id);
-        let data = s.type_id == DATA && s.length <= MAX_CHECKED_DATA;
+        let data = DATA.contains(&s.type_id);
         if command || data {
             self.control.extend_from_slice(bytes);
         } else if s.type_id == SET_CHUNK_SIZE && self.control.len() < 4 {
@@ -481,6 +481,32 @@ mod tests {
         whole.extend([3, 0, 0, 9]); // an empty object
         let mut g = ChunkGuard::new(limits, 1 << 20);
         g.feed(&whole).unwrap();
+        // The same two values, then an object-end marker (it ends rml_amf0's value list) and
+        // 300 bytes of anything, in 128-byte chunks, as type 18 and as type 15 (which rml_rtmp
+        // decodes as AMF0 too): found by the rtmp_session fuzz target past a length check.
+        let mut payload = short[12..].to_vec();
+        payload.push(9);
+        payload.extend([0x55u8; 300]);
+        for type_id in [18u8, 15] {
+            let len = payload.len() as u32;
+            let mut bytes = vec![3, 0, 0, 0];
+            bytes.extend(&len.to_be_bytes()[1..]);
+            bytes.extend([type_id, 1, 0, 0, 0]);
+            for (i, chunk) in payload.chunks(128).enumerate() {
+                if i > 0 {
+                    bytes.push(0xC3);
+                }
+                bytes.extend(chunk);
+            }
+            let mut g = ChunkGuard::new(limits, 1 << 20);
+            assert_eq!(g.feed(&bytes), Err(ChunkError::ShortDataFrame(2)));
+        }
+        // A data message over 64 KiB is refused like a command.
+        let mut g = ChunkGuard::new(limits, 1 << 20);
+        assert_eq!(
+            g.feed(&[3, 0, 0, 0, 0x01, 0, 1, 18, 1, 0, 0, 0]),
+            Err(ChunkError::CommandTooLarge(0x1_0001))
+        );
         // A 3-byte chunk stream id (basic header form 1) is read whole.
         let mut g = ChunkGuard::new(limits, 1 << 20);
         g.feed(&[1, 0x10, 0x01, 0, 0, 0, 0, 0, 2, 9, 1, 0, 0, 0, 0xaa, 0xbb])
