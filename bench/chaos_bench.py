@@ -261,6 +261,19 @@ def metric_sum(http, name, **labels):
     return total
 
 
+def refusals(http):
+    """Every non-zero `ferrocast_limit_refusals_total{limit}` series of a process."""
+    status, _, body = get(f"http://{http}/metrics")
+    if status != 200:
+        return None
+    out = {}
+    for line in body.decode(errors="replace").splitlines():
+        m = re.match(r'ferrocast_limit_refusals_total\{limit="([^"]+)"\} (\S+)$', line)
+        if m and float(m.group(2)) > 0:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
 def media_playlist(base):
     return f"http://{base}/live/{NAME}/source/index.m3u8"
 
@@ -329,6 +342,10 @@ def soak(args):
                     f"edge2 rss={e2.get('rss', 0) / 2**20:.1f}MiB fds={e2.get('fds')}")
         load_results = {name: result(p, 120) for name, p in loads}
         watch = result(watcher, 120)
+        # Refusals at a limit (a viewer cut off as a slow reader, a rate limit) name the cause
+        # of a viewer error.
+        refused = {"origin": refusals(origin.addr["http"]),
+                   **{f"edge{i + 1}": refusals(e.addr["http"]) for i, e in enumerate(edges)}}
         # What the origin counted while everyone watched (the edges' reports), after warm-up.
         counts = [s["origin_viewers"] for s in samples[warmup // 10:] if s["origin_viewers"] is not None]
         counted = (min(counts), max(counts)) if counts else None
@@ -364,7 +381,7 @@ def soak(args):
     out = {"scenario": "soak", "duration_s": secs, "warmup_s": warmup, "viewers": viewers,
            "processes": table, "loads": load_results, "watch": watch_summary(watch),
            "origin_viewers_counted_min_max": counted, "edges_reporting": edges_reporting, "viewer_errors": errors,
-           "viewer_underruns": underruns, "samples": samples}
+           "viewer_underruns": underruns, "limit_refusals": refused, "samples": samples}
     save("soak", out)
     print(f"\nsoak: {secs}s, {viewers} load viewers + 1 decoding player over 2 edges; figures after "
           f"{warmup}s warm-up (start/end = mean of the first/last sixth)")
@@ -389,6 +406,7 @@ def soak(args):
     print(f"viewer errors {errors}, underruns {underruns}; the origin counted "
           f"{fmt(counted and counted[0])}-{fmt(counted and counted[1])} viewers (from at least "
           f"{fmt(edges_reporting)} edges) after warm-up, for {viewers} + 1 watching")
+    print(f"refusals at a limit: {refused}")
     shutil.rmtree(tmp, ignore_errors=True)
     return errors == 0 and underruns == 0 and not w["fatal"] and not w["stalls"]
 

@@ -297,7 +297,9 @@ except ValueError:
 for t in threads: t.join()
 out["edges_reporting"] = metric("ferrocast_edges_reporting")
 out["viewers_per_edge"] = per_edge
-counts = sorted(v for k, v in per_edge.items() if k != "origin")
+# Each edge's entry counts viewers per rendition.
+total = lambda v: sum(v.values()) if isinstance(v, dict) else v
+counts = sorted(total(v) for k, v in per_edge.items() if k != "origin")
 out["summary"] = f"{int(out['edges_reporting'] or 0)} edges counted, viewers per edge {counts}"
 if len([k for k in per_edge if k != "origin"]) < want:
     out["errors"].append(f"viewers counted on {len(per_edge)} edges, not {want}: {per_edge}")

@@ -169,7 +169,7 @@ async fn message_header(addr: SocketAddr, publish: Option<&str>, kind: u8, len: 
 }
 
 /// `rtmp_max_chunk_size` and `rtmp_max_message_size` (and the 64 KiB limits on any message
-/// before a publish is accepted and on any command): each refused at the offending header with the reason logged and
+/// before a publish is accepted and on any command or data message): each refused at the offending header with the reason logged and
 /// counted, while ffmpeg's stream beside them plays on.
 #[test]
 fn chunk_and_message_size_limits_refuse_while_a_stream_plays() {
@@ -189,7 +189,21 @@ fn chunk_and_message_size_limits_refuse_while_a_stream_plays() {
     // An AMF0 command (type 20) of 1 MiB: no command is ever over 64 KiB.
     assert!(run(message_header(addr, None, 20, 1 << 20)));
     assert!(
-        s.wait_log("command message of 1048576 bytes (at most 65536)", CLOSE),
+        s.wait_log(
+            "command or data message of 1048576 bytes (at most 65536)",
+            CLOSE
+        ),
+        "{}",
+        s.log()
+    );
+    // A data message (type 18, metadata) of 128 KiB: kept whole and checked like a command,
+    // so held to the same 64 KiB.
+    assert!(run(message_header(addr, None, 18, 128 << 10)));
+    assert!(
+        s.wait_log(
+            "command or data message of 131072 bytes (at most 65536)",
+            CLOSE
+        ),
         "{}",
         s.log()
     );
@@ -222,7 +236,7 @@ fn chunk_and_message_size_limits_refuse_while_a_stream_plays() {
     });
     let base = s.base();
     run(async {
-        for (limit, want) in [("rtmp_chunk_size", 1.0), ("rtmp_message_size", 3.0)] {
+        for (limit, want) in [("rtmp_chunk_size", 1.0), ("rtmp_message_size", 4.0)] {
             let series = format!("ferrocast_limit_refusals_total{{limit=\"{limit}\"}}");
             assert_eq!(
                 hls::metric(&c, &base, &series).await,
