@@ -125,7 +125,12 @@ fi
 if [ -z "$build_image" ]; then
   build_image=localhost/ferrocast-rust:bookworm
   sysroot=$(rustc --print sysroot)
-  stamp="$(rustc --version)"
+  # A machine behind a TLS-inspecting proxy trusts extra CAs (Debian keeps them in
+  # /usr/local/share/ca-certificates): the build image gets them too, or cargo cannot reach
+  # crates.io from inside the build. The build stage's ca-certificates install adds them.
+  cas=(/usr/local/share/ca-certificates/*.crt)
+  [ -e "${cas[0]}" ] || cas=()
+  stamp="$(rustc --version) $(cat "${cas[@]}" /dev/null | sha256sum | cut -c1-12)"
   if [ "$(podman image inspect -f '{{index .Labels "rustc"}}' "$build_image" 2>/dev/null)" != "$stamp" ]; then
     log "making $build_image ($stamp from this machine, on $base)"
     ctx="$work/toolchain"
@@ -133,12 +138,14 @@ if [ -z "$build_image" ]; then
     for d in bin lib libexec; do
       [ -d "$sysroot/$d" ] && { cp -al "$sysroot/$d" "$ctx/$d" 2>/dev/null || cp -a "$sysroot/$d" "$ctx/$d"; }
     done
-    mkdir -p "$ctx/libexec"
+    mkdir -p "$ctx/libexec" "$ctx/ca"
+    [ "${#cas[@]}" -gt 0 ] && cp "${cas[@]}" "$ctx/ca/"
     cat > "$ctx/Dockerfile" <<EOF
 FROM $base
 COPY bin /usr/local/rust/bin
 COPY lib /usr/local/rust/lib
 COPY libexec /usr/local/rust/libexec
+COPY ca /usr/local/share/ca-certificates
 ENV PATH=/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     CARGO_HOME=/usr/local/cargo
 LABEL rustc="$stamp"
@@ -180,7 +187,7 @@ log "docker-compose -f deploy/compose.yaml up -d --scale edge=3"
 for _ in $(seq 120); do curl -fsS -o /dev/null "http://$origin/healthz" 2>/dev/null && break; sleep 0.5; done
 curl -fsS -o /dev/null "http://$origin/healthz" || { "${compose[@]}" logs --tail 20; fail "the origin container never answered /healthz"; }
 up_s=$(since "$t")
-log "up in ${up_s}s: $("${compose[@]}" ps --services 2>/dev/null | tr '\n' ' ')"
+log "up in ${up_s}s: $(podman ps --filter "label=com.docker.compose.project=$project" --format '{{.Names}}' | sort | tr '\n' ' ')"
 summary+=("up ${up_s}s")
 
 # --- 5. publish, play through the front and each edge -----------------------------------------
@@ -256,10 +263,16 @@ for name, h in hosts.items():
         if st != 200 or not body:
             out["errors"].append(f"{name} {uri}: {st}")
         digests.setdefault(uri, {})[name] = hashlib.sha256(body).hexdigest()[:16]
+# Blocking reloads for the next segment's first part, from every host at once: each is held
+# until that part exists, then answered 200.
+def blocked(name, h):
     st, body, took = get(f"{media(h)}?_HLS_msn={msn + nsegs + 1}&_HLS_part=0", timeout=30)
     block[name] = round(took, 2)
-    if st != 200:
+    if st != 200 or b"#EXT-X-PART:" not in body:
         out["errors"].append(f"{name} blocking reload: {st}")
+waiters = [threading.Thread(target=blocked, args=item) for item in hosts.items()]
+for t in waiters: t.start()
+for t in waiters: t.join()
 for uri, d in digests.items():
     if len(set(d.values())) != 1:
         out["errors"].append(f"{uri} differs across hosts: {d}")
@@ -271,7 +284,8 @@ def viewer(h, sid):
     while time.monotonic() < stop:
         get(f"{media(h)}?fcsid={sid}", timeout=5)
         time.sleep(0.5)
-threads = [threading.Thread(target=viewer, args=(h, f"{mode}-{name}-{i}"))
+tag = re.sub(r"\W", "", mode)
+threads = [threading.Thread(target=viewer, args=(h, f"{tag}-{name}-{i}"))
            for name, h in hosts.items() for i in range(4)]
 for t in threads: t.start()
 counted = wait(f"the origin to count {want} edges",
