@@ -280,12 +280,14 @@ out["identical"] = {uri: len(d) for uri, d in digests.items() if len(set(d.value
 out["blocking_reload_s"] = block
 # Viewers: 4 on each edge and 4 through the front, each with its own session id, for 8 s.
 stop = time.monotonic() + 8
-def viewer(h, sid):
+served = {name: [0, 0] for name in hosts}  # host → [200, anything else]
+def viewer(name, h, sid):
     while time.monotonic() < stop:
-        get(f"{media(h)}?fcsid={sid}", timeout=5)
+        st, body, _ = get(f"{media(h)}?fcsid={sid}", timeout=5)
+        served[name][0 if st == 200 and b"#EXT-X-PART:" in body else 1] += 1
         time.sleep(0.5)
 tag = re.sub(r"\W", "", mode)
-threads = [threading.Thread(target=viewer, args=(h, f"{tag}-{name}-{i}"))
+threads = [threading.Thread(target=viewer, args=(name, h, f"{tag}-{name}-{i}"))
            for name, h in hosts.items() for i in range(4)]
 for t in threads: t.start()
 counted = wait(f"the origin to count {want} edges",
@@ -309,6 +311,10 @@ try:
 except ValueError:
     out["errors"].append(f"/api/streams: {st}")
 for t in threads: t.join()
+out["viewer_requests_ok_failed"] = served
+for name, (ok, failed) in served.items():
+    if failed or not ok:
+        out["errors"].append(f"viewers on {name}: {failed} of {ok + failed} playlist requests failed")
 out["edges_reporting"] = metric("ferrocast_edges_reporting")
 out["viewers_per_edge"] = per_edge
 # Each edge's entry counts viewers per rendition.
