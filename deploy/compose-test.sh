@@ -20,7 +20,8 @@
 #     scales to 1 edge and back to 3, checking the count and playback each time;
 #  7. tears everything down and checks nothing of the project is left.
 #
-# Exit status 0 only when every step held; the last line is a one-line summary. Images and the
+# Exit status 0 only when every step held; the last line is a one-line summary. Exit status 77
+# (skipped) only when the engine cannot start a container on this machine at all. Images and the
 # engine's storage stay in FERROCAST_COMPOSE_WORK (default /var/tmp/ferrocast-compose-test)
 # so a second run reuses them (and the build's cargo cache); delete it to start clean.
 set -euo pipefail
@@ -155,6 +156,14 @@ EOF
   fi
 fi
 summary+=("base images $(since "$t")s")
+# A machine whose kernel or sandbox does not let a rootful engine start containers at all
+# (no namespaces, no mounts) cannot run this: exit 77, "skipped", with the engine's reason.
+# Anything that fails after this point fails the run.
+if ! probe=$(podman run --rm --network none "$base" true 2>&1); then
+  log "podman cannot start a container here: $probe"
+  echo "compose-test: SKIPPED — this machine cannot run containers ($(echo "$probe" | tail -1))"
+  exit 77
+fi
 
 # --- 3. images from deploy/ -------------------------------------------------------------------
 export FERROCAST_IMAGE=localhost/ferrocast:latest FERROCAST_FRONT_IMAGE=localhost/ferrocast-front:latest
