@@ -190,7 +190,8 @@ fn request_headers_over_the_limit_get_431() {
 }
 
 /// `header_timeout` (slowloris): 100 connections that send a header line a second are all
-/// closed once the headers are late; the viewer beside them plays on.
+/// closed once the headers are late; the viewer beside them plays on; a keep-alive connection
+/// idle between requests is not one of them.
 #[test]
 fn headers_that_trickle_in_are_cut_off_at_the_header_timeout() {
     let s = Server::start(&common::config("[http_limits]\nheader_timeout = 1.0"));
@@ -234,6 +235,25 @@ fn headers_that_trickle_in_are_cut_off_at_the_header_timeout() {
         let worst = times.iter().max().unwrap();
         assert!(*worst < Duration::from_secs(10), "closed after {worst:?}");
         assert!(refusals(&c, &base, "http_header_timeout").await >= 100.0);
+        // A keep-alive connection waiting for its next request is not a slowloris: idle for
+        // three header timeouts between two requests, it is still served (nginx's
+        // keepalive_timeout beside client_header_timeout); it was cut, and counted, before.
+        let before = refusals(&c, &base, "http_header_timeout").await;
+        let mut kept = connect_from("127.0.0.3", s.http).await;
+        let request = format!("GET {PLAYLIST} HTTP/1.1\r\nHost: x\r\n\r\n");
+        for _ in 0..2 {
+            kept.write_all(request.as_bytes()).await.unwrap();
+            let first = answer(&mut kept, Duration::from_secs(3)).await;
+            assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+        }
+        assert_eq!(refusals(&c, &base, "http_header_timeout").await, before);
+        // A connection that never sends its first request is cut at the header timeout.
+        let mut silent = connect_from("127.0.0.3", s.http).await;
+        assert!(closed(&mut silent, Duration::from_secs(10)).await);
+        assert_eq!(
+            refusals(&c, &base, "http_header_timeout").await,
+            before + 1.0
+        );
     });
 }
 

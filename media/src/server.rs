@@ -35,7 +35,9 @@ pub struct HttpLimits {
     pub max_connections_per_ip: usize,
     /// Request head bytes (request line and headers); HTTP/2: the header list size.
     pub max_header_bytes: usize,
-    /// Time a request's headers may take to arrive.
+    /// Time a request's headers may take to arrive: from the connection's start for its
+    /// first request, from the first byte of each later one (an idle keep-alive connection
+    /// waits under `idle_timeout`, as nginx's `keepalive_timeout`).
     pub header_timeout: Duration,
     /// Time a response write may make no progress (the reader stopped reading).
     pub send_timeout: Duration,
@@ -257,13 +259,15 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     shutdown: CancellationToken,
 ) {
     let limits = &shared.limits;
-    let io = Guarded::new(io, limits.send_timeout, limits.idle_timeout);
+    let requests = Arc::new(Requests::default());
+    let io = Guarded::new(io, limits, Arc::clone(&requests));
     let cut = Arc::clone(&io.cut);
     let service = Limited {
         router,
         shared: Arc::clone(shared),
         peer,
         blocked: Arc::new(AtomicUsize::new(0)),
+        requests,
     };
     let service = hyper_util::service::TowerToHyperService::new(service);
     let mut builder =
@@ -271,7 +275,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
+        // Guarded keeps the header deadline: hyper's also runs while a keep-alive connection
+        // waits for its next request, closing it (and counting a slowloris) after 10 s.
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192));
     builder
         .http2()
@@ -290,6 +296,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     if let Some(limit) = cut.get() {
         let why = match limit {
             Limit::HttpSlowReader => "connection cut off: the client stopped reading",
+            Limit::HttpHeaderTimeout => "request refused: headers not received in time",
             _ => "connection cut off: idle",
         };
         shared.refused(limit, peer, why);
@@ -323,6 +330,48 @@ struct Limited {
     peer: SocketAddr,
     /// Blocking requests waiting on this connection.
     blocked: Arc<AtomicUsize>,
+    requests: Arc<Requests>,
+}
+
+/// A connection's requests as its header deadline sees them: how many heads were parsed, and
+/// how many responses are not yet sent to their end.
+#[derive(Debug, Default)]
+struct Requests {
+    started: AtomicUsize,
+    in_flight: AtomicUsize,
+}
+
+/// One response in flight: its body, which counts the response done when it is dropped
+/// (hyper drops a body once it has sent it, or when the connection ends).
+struct Tracked {
+    body: Body,
+    requests: Arc<Requests>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.requests.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        http_body::Body::is_end_stream(&self.body)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::Body::size_hint(&self.body)
+    }
 }
 
 type BoxFuture =
@@ -342,6 +391,23 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        let requests = Arc::clone(&self.requests);
+        requests.in_flight.fetch_add(1, Ordering::Relaxed);
+        requests.started.fetch_add(1, Ordering::Relaxed);
+        let respond = self.respond(req);
+        Box::pin(async move {
+            let Ok(r) = respond.await;
+            Ok(r.map(|body| Body::new(Tracked { body, requests })))
+        })
+    }
+}
+
+impl Limited {
+    fn respond<B>(&mut self, req: Request<B>) -> BoxFuture
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
         let shared = Arc::clone(&self.shared);
         let allowed = shared
             .rate
@@ -500,29 +566,65 @@ impl Cut {
     }
 }
 
-/// The connection's socket with two deadlines: a write that makes no progress for `send`
+/// The connection's socket with three deadlines: a write that makes no progress for `send`
 /// fails (the client stopped reading), and so does a read when nothing moved either way for
-/// `idle`. Either failure ends the connection and frees what it held.
+/// `idle`, or when an HTTP/1 request head is not complete `header` after the connection
+/// started (its first request) or after the first byte of a later one arrived with no
+/// response in flight. Any failure ends the connection and frees what it held. HTTP/2 (its
+/// preface first) has no head deadline: its streams' headers come in frames between others.
 struct Guarded<S> {
     inner: S,
     send: Duration,
     idle: Duration,
+    header: Duration,
     write_stall: Option<Pin<Box<tokio::time::Sleep>>>,
     idle_timer: Pin<Box<tokio::time::Sleep>>,
+    /// Armed while a request head is awaited, with the count of heads parsed when it was.
+    head_timer: Option<(Pin<Box<tokio::time::Sleep>>, usize)>,
+    requests: Arc<Requests>,
+    first_read: bool,
     moved: bool,
     cut: Arc<Cut>,
 }
 
 impl<S> Guarded<S> {
-    fn new(inner: S, send: Duration, idle: Duration) -> Guarded<S> {
+    fn new(inner: S, limits: &HttpLimits, requests: Arc<Requests>) -> Guarded<S> {
         Guarded {
             inner,
-            send,
-            idle,
+            send: limits.send_timeout,
+            idle: limits.idle_timeout,
+            header: limits.header_timeout,
             write_stall: None,
-            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            idle_timer: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+            head_timer: Some((Box::pin(tokio::time::sleep(limits.header_timeout)), 0)),
+            requests,
+            first_read: true,
             moved: false,
             cut: Arc::new(Cut::default()),
+        }
+    }
+
+    /// Keeps the head deadline: off once a head was parsed since it was armed; armed when a
+    /// read brought bytes while no request is in flight (the start of the next head).
+    fn watch_head(&mut self, read: Option<&[u8]>) {
+        if let Some(bytes) = read.filter(|_| std::mem::take(&mut self.first_read)) {
+            if bytes.starts_with(b"PRI * HTTP/2.0") {
+                self.head_timer = None;
+                self.header = Duration::ZERO;
+                return;
+            }
+        }
+        let started = self.requests.started.load(Ordering::Relaxed);
+        if matches!(self.head_timer, Some((_, armed)) if armed != started) {
+            self.head_timer = None;
+        }
+        let idle = self.requests.in_flight.load(Ordering::Relaxed) == 0;
+        if read.is_some_and(|b| !b.is_empty())
+            && self.head_timer.is_none()
+            && idle
+            && !self.header.is_zero()
+        {
+            self.head_timer = Some((Box::pin(tokio::time::sleep(self.header)), started));
         }
     }
 
@@ -574,6 +676,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Pending => {
+                self.watch_head(None);
+                if let Some((t, _)) = self.head_timer.as_mut() {
+                    if t.as_mut().poll(cx).is_ready() {
+                        self.cut.set(Limit::HttpHeaderTimeout);
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "request headers not received in time",
+                        )));
+                    }
+                }
                 let idle = self.idle;
                 if std::mem::take(&mut self.moved) {
                     let deadline = tokio::time::Instant::now() + idle;
@@ -588,6 +700,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
             ready => {
                 if buf.filled().len() > before {
                     self.progress();
+                    let filled = buf.filled();
+                    let bytes = filled.get(before..).unwrap_or_default();
+                    self.watch_head(Some(bytes));
                 }
                 ready
             }
